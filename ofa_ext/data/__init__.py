@@ -1,0 +1,1 @@
+"""Data layer: OFA dictionary and BPE, TSV reader, datasets, transforms, synthetic data."""

@@ -1,0 +1,1 @@
+"""Pure metric maths: IoU / Acc@0.5, Fisher information, task similarity."""

@@ -1,0 +1,1 @@
+"""OFA encoder-decoder, parameter names equal to the official OFA checkpoints."""
