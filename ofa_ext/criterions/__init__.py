@@ -1,1 +1,3 @@
 """Registered fairseq criterions."""
+
+from . import label_smoothed_ce  # noqa: F401

@@ -1,0 +1,93 @@
+"""Run `fairseq-train` (or another fairseq entry point) on N processes through torchrun.
+
+fairseq's own launcher assumes CUDA. This one works on CPU (gloo) and GPU (nccl) alike:
+
+    ofa-launch --nproc 2 -- --user-dir ofa_ext data/ --task refcoco --arch ofa_nano ...
+    ofa-launch --nproc 8 --gpu -- ...          # one process per GPU
+
+Each worker reads its rank from torchrun's environment ($RANK, $WORLD_SIZE, $LOCAL_RANK) and
+passes fairseq the matching `--distributed-*` flags; CPU runs add `--cpu --distributed-backend gloo
+--ddp-backend legacy_ddp`. With --nproc 1 fairseq runs in this process, unchanged.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Optional
+
+ENTRY_POINTS = {"train": "fairseq_cli.train", "validate": "fairseq_cli.validate"}
+
+
+def worker_flags(env: dict, use_gpu: bool) -> list[str]:
+    """fairseq flags for one torchrun worker, from torchrun's environment variables."""
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    except KeyError as missing:
+        raise SystemExit(f"ofa-launch worker: environment variable {missing} is not set (run under torchrun)")
+    flags = [
+        f"--distributed-world-size={world}",
+        f"--distributed-rank={rank}",
+        "--distributed-init-method=env://",
+        "--distributed-no-spawn",
+    ]
+    if use_gpu:
+        flags += [f"--device-id={int(env.get('LOCAL_RANK', 0))}", "--distributed-backend=nccl"]
+    else:
+        flags += ["--cpu", "--distributed-backend=gloo", "--ddp-backend=legacy_ddp"]
+    return flags
+
+
+def _run_entry(entry: str, args: list[str]) -> None:
+    import importlib
+
+    module = importlib.import_module(ENTRY_POINTS[entry])
+    sys.argv = [f"fairseq-{entry}"] + args
+    module.cli_main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ofa-launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nproc", type=int, default=1, help="number of processes (one per GPU with --gpu)")
+    parser.add_argument("--gpu", action="store_true", help="use GPUs through nccl (default: CPU through gloo)")
+    parser.add_argument("--entry", choices=sorted(ENTRY_POINTS), default="train", help="fairseq entry point")
+    parser.add_argument("--master-port", type=int, default=None, help="rendezvous port (default: a free one)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="arguments for fairseq, after --")
+    return parser
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    fairseq_args = args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
+    if args.nproc < 1:
+        raise SystemExit(f"ofa-launch: --nproc must be >= 1, got {args.nproc}")
+    if args.worker:
+        _run_entry(args.entry, fairseq_args + worker_flags(dict(os.environ), args.gpu))
+        return 0
+    if args.nproc == 1:
+        _run_entry(args.entry, fairseq_args + ([] if args.gpu else ["--cpu"]))
+        return 0
+    command = [
+        sys.executable, "-m", "torch.distributed.run",
+        f"--nproc-per-node={args.nproc}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={args.master_port or _free_port()}",
+        "-m", "ofa_ext.cli.launch", "--worker", f"--entry={args.entry}",
+    ] + (["--gpu"] if args.gpu else []) + ["--"] + fairseq_args
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    return subprocess.call(command, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

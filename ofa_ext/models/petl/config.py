@@ -1,0 +1,55 @@
+"""Options of every PETL method, as one dataclass mixed into the model config.
+
+Flag names follow π-Tuning / OFA (`--adapter --adapter-dim`, `--encoder-prompt`,
+`--encoder-prompt-length`, `--lora --lora-r`, `--bitfit`). The same dataclass is written next to
+saved pieces so that a piece file describes itself.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.dataclass import FairseqDataclass
+
+
+@dataclass
+class PETLConfig(FairseqDataclass):
+    # adapters
+    adapter: bool = field(default=False, metadata={"help": "insert bottleneck adapters after attention and FFN"})
+    adapter_dim: int = field(default=128, metadata={"help": "adapter bottleneck size"})
+    adapter_sites: str = field(
+        default="attn,ffn", metadata={"help": "comma list of adapter sites: attn (after self-attention), ffn"}
+    )
+    adapter_init: str = field(
+        default="zero",
+        metadata={"help": "'zero': up-projection starts at 0 (step 0 = backbone); 'normal': N(0,0.02) as π-Tuning"},
+    )
+    # prefixes
+    encoder_prompt: bool = field(default=False, metadata={"help": "learned key/value prefixes in encoder self-attention"})
+    decoder_prompt: bool = field(default=False, metadata={"help": "learned key/value prefixes in decoder self-attention"})
+    encoder_prompt_length: int = field(default=100, metadata={"help": "number of encoder prefix tokens"})
+    decoder_prompt_length: int = field(default=100, metadata={"help": "number of decoder prefix tokens"})
+    prompt_projection: bool = field(
+        default=False, metadata={"help": "reparameterise prefixes through an MLP (prefix-tuning)"}
+    )
+    encoder_prompt_dim: int = field(default=512, metadata={"help": "hidden size of the encoder prefix MLP"})
+    decoder_prompt_dim: int = field(default=512, metadata={"help": "hidden size of the decoder prefix MLP"})
+    prompt_dropout: float = field(default=0.0, metadata={"help": "dropout on prefix keys/values (π-Tuning: 0.2)"})
+    # LoRA
+    lora: bool = field(default=False, metadata={"help": "low-rank adaptation of linear projections"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: float = field(default=1.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
+    lora_targets: str = field(
+        default="q_proj,k_proj,v_proj,out_proj",
+        metadata={"help": "comma list of projections to adapt: q_proj,k_proj,v_proj,out_proj,fc1,fc2"},
+    )
+    # BitFit
+    bitfit: bool = field(default=False, metadata={"help": "train only bias terms"})
+    bitfit_scope: str = field(
+        default="pi_tuning",
+        metadata={"help": "'pi_tuning': LayerNorm and FFN biases as π-Tuning; 'all': every bias"},
+    )
+    # shared
+    train_layernorm: bool = field(default=False, metadata={"help": "also train every LayerNorm"})
+    train_head: bool = field(default=False, metadata={"help": "also train the (tied) token embedding / output head"})
+    petl_load: Optional[str] = field(default=None, metadata={"help": "piece file (.safetensors) to load after building"})
