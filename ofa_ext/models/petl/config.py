@@ -5,8 +5,8 @@ Flag names follow π-Tuning / OFA (`--adapter --adapter-dim`, `--encoder-prompt`
 saved pieces so that a piece file describes itself.
 """
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
 
 from fairseq.dataclass import FairseqDataclass
 
@@ -22,6 +22,10 @@ class PETLConfig(FairseqDataclass):
     adapter_init: str = field(
         default="zero",
         metadata={"help": "'zero': up-projection starts at 0 (step 0 = backbone); 'normal': N(0,0.02) as π-Tuning"},
+    )
+    adapter_dropout: Optional[float] = field(
+        default=None,
+        metadata={"help": "dropout inside adapters; unset: the drop-path rate of the adapter's layer (π-Tuning)"},
     )
     # prefixes
     encoder_prompt: bool = field(default=False, metadata={"help": "learned key/value prefixes in encoder self-attention"})
@@ -53,3 +57,51 @@ class PETLConfig(FairseqDataclass):
     train_layernorm: bool = field(default=False, metadata={"help": "also train every LayerNorm"})
     train_head: bool = field(default=False, metadata={"help": "also train the (tied) token embedding / output head"})
     petl_load: Optional[str] = field(default=None, metadata={"help": "piece file (.safetensors) to load after building"})
+
+
+# Fields that decide which tensors exist and what they mean: a piece file and the model it is
+# loaded into must agree on these (dropouts, init and petl_load may differ).
+STRUCTURAL_FIELDS = (
+    "adapter", "adapter_dim", "adapter_sites",
+    "encoder_prompt", "decoder_prompt", "encoder_prompt_length", "decoder_prompt_length",
+    "prompt_projection", "encoder_prompt_dim", "decoder_prompt_dim",
+    "lora", "lora_r", "lora_alpha", "lora_targets",
+    "bitfit", "bitfit_scope", "train_layernorm", "train_head",
+)
+
+
+def petl_field_names() -> List[str]:
+    return [f.name for f in fields(PETLConfig) if not f.name.startswith("_")]
+
+
+def as_petl_config(cfg: Any) -> PETLConfig:
+    """A plain ``PETLConfig`` from any config carrying its fields (OFAConfig, DictConfig, Namespace).
+
+    Fields the object lacks take their defaults, so old model configs without PETL keys work.
+    """
+    if type(cfg) is PETLConfig:
+        return cfg
+    defaults = PETLConfig()
+    return PETLConfig(**{n: getattr(cfg, n, getattr(defaults, n)) for n in petl_field_names()})
+
+
+def active_methods(cfg: PETLConfig) -> List[str]:
+    """Methods switched on, in a fixed order: adapter, prefix, lora, bitfit."""
+    on = {
+        "adapter": cfg.adapter,
+        "prefix": cfg.encoder_prompt or cfg.decoder_prompt,
+        "lora": cfg.lora,
+        "bitfit": cfg.bitfit,
+    }
+    return [m for m, flag in on.items() if flag]
+
+
+def petl_config_to_dict(cfg: PETLConfig) -> Dict[str, Any]:
+    return {n: v for n, v in asdict(cfg).items() if not n.startswith("_")}
+
+
+def petl_config_from_dict(values: Dict[str, Any]) -> Tuple[PETLConfig, List[str]]:
+    """(config, unknown keys): keys this version does not know are returned, not fatal."""
+    known = set(petl_field_names())
+    unknown = sorted(k for k in values if k not in known)
+    return PETLConfig(**{k: v for k, v in values.items() if k in known}), unknown
