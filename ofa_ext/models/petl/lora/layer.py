@@ -60,20 +60,25 @@ class LoRALinear(nn.Linear):
         nn.init.zeros_(self.lora_B)
 
     # --- merge contract -------------------------------------------------------------------
+    def _compute_dtype(self) -> torch.dtype:
+        return torch.promote_types(self.weight.dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays
+
     def get_delta_weight(self) -> torch.Tensor:
-        """``scale · B A`` in fp32 (shape of ``weight``)."""
-        return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
+        """``scale · B A`` in at least fp32 (shape of ``weight``)."""
+        dt = self._compute_dtype()
+        return (self.lora_B.to(dt) @ self.lora_A.to(dt)) * self.scaling
 
     def merge(self, safe_merge: bool = True) -> None:
         """Add the delta into ``weight`` (computed in fp32); keep the base weight for unmerge."""
         if self.merged:
             return
-        merged = self.weight.float() + self.get_delta_weight()
-        if safe_merge and not torch.isfinite(merged).all():
+        with torch.no_grad():
+            merged = (self.weight.to(self._compute_dtype()) + self.get_delta_weight()).to(self.weight.dtype)
+        if safe_merge and not torch.isfinite(merged).all():  # checked after the cast: fp16 overflow
             raise ValueError(f"LoRA merge produced non-finite values (weight shape {tuple(self.weight.shape)})")
         self.register_buffer("_base_weight", self.weight.detach().clone(), persistent=False)
         with torch.no_grad():
-            self.weight.copy_(merged.to(self.weight.dtype))
+            self.weight.copy_(merged)
         self.merged = True
 
     def unmerge(self) -> None:
@@ -90,7 +95,7 @@ class LoRALinear(nn.Linear):
         w = self.weight
         out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         base = self._base_weight if self.merged else w.detach()
-        merged = base.float() + self.get_delta_weight().detach()
+        merged = base.to(self._compute_dtype()) + self.get_delta_weight().detach()
         if not torch.isfinite(merged).all():
             raise ValueError(f"LoRA merge produced non-finite values (weight shape {tuple(w.shape)})")
         out.weight = nn.Parameter(merged.to(w.dtype), requires_grad=w.requires_grad)
