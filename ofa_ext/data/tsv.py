@@ -4,7 +4,7 @@ OFA's own reader streams a file handle in file order. Random access lets fairseq
 slices and DataLoader workers pick any row: we scan the file once for line boundaries (in fixed-size
 chunks, so memory does not grow with row size) and keep the byte offset of every line in numpy
 arrays. The scan is cached next to the TSV (``<file>.index.npz``, keyed by size and mtime) when that
-folder is writable; otherwise it lives in memory only.
+folder is writable (and not marked read-only); otherwise it lives in memory only.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -90,6 +91,16 @@ def _index_path(path: Path) -> Path:
     return path.with_name(path.name + ".index.npz")
 
 
+def _folder_writable(folder: Path) -> bool:
+    """Writable by us *and* not marked read-only (root passes ``os.access`` on any folder, but a
+    folder without write bits is meant to stay untouched)."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
 def load_line_index(path: Path, separator: str = "\t", use_cache: bool = True) -> LineIndex:
     """:func:`scan_lines`, reusing/writing the sidecar cache when it matches size, mtime and separator."""
     st = path.stat()
@@ -103,7 +114,7 @@ def load_line_index(path: Path, separator: str = "\t", use_cache: bool = True) -
         except Exception as exc:  # a corrupt cache is rebuilt, never trusted
             logger.warning("ignoring unreadable TSV index %s: %s", cache, exc)
     index = scan_lines(path, separator.encode())
-    if use_cache:
+    if use_cache and _folder_writable(path.parent):
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
