@@ -1,1 +1,3 @@
 """Registered fairseq tasks."""
+
+from . import refcoco  # noqa: F401

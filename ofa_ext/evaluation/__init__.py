@@ -1,0 +1,1 @@
+"""Decoding and scoring shared by fairseq validation and the stand-alone evaluation command."""

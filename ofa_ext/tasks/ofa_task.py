@@ -1,0 +1,86 @@
+"""What every OFA task shares: the vocabulary, the text encoder and where split files live.
+
+Config names are OFA's (`--bpe-dir`, `--selected-cols`, `--patch-image-size`, ...). `data` is either
+a directory holding `{split}.tsv` files, or OFA's comma list of files: split `train` cycles over all
+but the last file (one file per epoch), every other split reads the last one.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks import FairseqTask
+
+from ..data.text import build_text_encoder
+
+TEXT_ENCODERS = ChoiceEnum(["gpt2", "sentencepiece"])
+
+
+@dataclass
+class OFATaskConfig(FairseqDataclass):
+    data: Optional[str] = field(
+        default=None, metadata={"help": "a directory with {split}.tsv files, or OFA's comma list of TSV files"}
+    )
+    selected_cols: Optional[str] = field(
+        default=None, metadata={"help": "comma list of TSV columns to read, in the order the dataset expects"}
+    )
+    bpe: TEXT_ENCODERS = field(default="gpt2", metadata={"help": "text encoder: OFA's GPT-2 BPE or sentencepiece"})
+    bpe_dir: Optional[str] = field(
+        default=None, metadata={"help": "folder with OFA's dict.txt, encoder.json, vocab.bpe (for --bpe gpt2)"}
+    )
+    spm_model: Optional[str] = field(default=None, metadata={"help": "sentencepiece .model file (for --bpe sentencepiece)"})
+    max_src_length: int = field(default=80, metadata={"help": "maximum number of words of the input text"})
+    max_tgt_length: int = field(default=20, metadata={"help": "maximum number of target tokens"})
+    num_bins: int = field(default=1000, metadata={"help": "number of location bins <bin_i>"})
+    code_dict_size: int = field(default=8192, metadata={"help": "number of image-code tokens <code_i>"})
+    patch_image_size: int = field(default=480, metadata={"help": "images are resized to this square size"})
+    max_image_size: int = field(default=512, metadata={"help": "boxes are divided by this size before binning"})
+    skip_bad_rows: bool = field(
+        default=False, metadata={"help": "skip (and count) malformed TSV rows instead of stopping with an error"}
+    )
+
+
+class OFATask(FairseqTask):
+    """Base task: one dictionary shared by source and target, built from the configured vocabulary."""
+
+    def __init__(self, cfg: OFATaskConfig, dictionary, text_encoder):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+        self.text_encoder = text_encoder
+
+    @classmethod
+    def setup_task(cls, cfg: OFATaskConfig, **kwargs):
+        dictionary, text_encoder = build_text_encoder(
+            kind=str(cfg.bpe), bpe_dir=cfg.bpe_dir, spm_model=cfg.spm_model,
+            num_bins=cfg.num_bins, code_dict_size=cfg.code_dict_size,
+        )
+        return cls(cfg, dictionary, text_encoder)
+
+    @property
+    def source_dictionary(self):
+        return self.dictionary
+
+    @property
+    def target_dictionary(self):
+        return self.dictionary
+
+    def split_path(self, split: str, epoch: int = 1) -> Path:
+        """The TSV file that serves `split` at `epoch` (see the module docstring)."""
+        if not self.cfg.data:
+            raise ValueError("no data given: pass a directory of {split}.tsv files or a comma list of TSV files")
+        data = Path(self.cfg.data)
+        if data.is_dir():
+            path = data / f"{split}.tsv"
+        else:
+            paths = [Path(p) for p in str(self.cfg.data).split(",") if p]
+            if split == "train" and len(paths) > 1:
+                path = paths[(epoch - 1) % (len(paths) - 1)]
+            else:
+                path = paths[-1]
+        if not path.is_file():
+            raise FileNotFoundError(f"data file for split {split!r} not found: {path} (from --data {self.cfg.data})")
+        return path
+
+    def max_positions(self):
+        return None
