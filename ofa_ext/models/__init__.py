@@ -1,3 +1,3 @@
-"""Models: the OFA backbone and the parameter-efficient (PETL) layer library."""
+"""Models: the OFA backbone (`ofa/`), its fairseq registration and the PETL layer library."""
 
-from . import ofa  # noqa: F401  (registers model `ofa` and its archs)
+from . import registered  # noqa: F401  (registers model `ofa` and its archs)

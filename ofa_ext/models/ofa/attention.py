@@ -1,0 +1,207 @@
+"""OFA multi-head attention: explicit scores with additive position bias, per-head scales, cache.
+
+Differences from a textbook attention, all from OFA (specs/ofa.md §6):
+* the query scale is (head_dim · scale_factor)^−0.5 (scale_factor = 2 in every release);
+* an additive `attn_bias` [B·H, Tq, Tk] (absolute + relative position terms) is added to the scores;
+* with `scale_heads`, head outputs are multiplied by a learned `c_attn` [H] before `out_proj`;
+* softmax runs in fp32.
+
+Extension hook (generic; PETL uses it): `self.prefix_provider`, a callable `provider(bsz) -> (k, v)`
+with k, v shaped [bsz, H, P, head_dim]. When set, the P prefix keys/values are put in front of the
+real keys/values after the incremental cache is read/written (the cache never stores them); the key
+padding mask, `attn_bias` and the causal `attn_mask` get P leading "visible" columns. The returned
+attention weights cover the real keys only. With no provider nothing changes.
+
+The projections are always called as modules (`self.q_proj(x)`), so wrappers that subclass
+`nn.Linear` (LoRA) can replace them.
+"""
+
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from fairseq.incremental_decoding_utils import with_incremental_state
+from torch import Tensor, nn
+
+PrefixProvider = Callable[[int], Tuple[Tensor, Tensor]]
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+
+
+@with_incremental_state
+class MultiheadAttention(nn.Module):
+    """Self- or cross-attention over [T, B, C] inputs with OFA's bias and scaling rules."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        kdim: Optional[int] = None,
+        vdim: Optional[int] = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        self_attention: bool = False,
+        encoder_decoder_attention: bool = False,
+        scale_factor: float = 2.0,
+        scale_heads: bool = False,
+    ) -> None:
+        super().__init__()
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scaling = float(self.head_dim * scale_factor) ** -0.5
+        self.dropout_p = dropout
+        self.self_attention = self_attention
+        self.encoder_decoder_attention = encoder_decoder_attention
+        # c_attn is registered first so that state-dict order matches the official files.
+        self.c_attn = nn.Parameter(torch.ones(num_heads)) if scale_heads else None
+        self.k_proj = nn.Linear(kdim or embed_dim, embed_dim, bias=bias)
+        self.v_proj = nn.Linear(vdim or embed_dim, embed_dim, bias=bias)
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.prefix_provider: Optional[PrefixProvider] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Only the starting point of a model trained from scratch; OFA re-initialises afterwards.
+        for lin in (self.k_proj, self.v_proj, self.q_proj):
+            nn.init.xavier_uniform_(lin.weight, gain=2**-0.5)
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        for lin in (self.k_proj, self.v_proj, self.q_proj, self.out_proj):
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    # -- incremental state -------------------------------------------------------------------
+    def _get_input_buffer(self, incremental_state: Optional[IncrementalState]) -> Dict[str, Optional[Tensor]]:
+        result = self.get_incremental_state(incremental_state, "attn_state")
+        return result if result is not None else {}
+
+    def _set_input_buffer(self, incremental_state: IncrementalState, buffer: Dict[str, Optional[Tensor]]):
+        return self.set_incremental_state(incremental_state, "attn_state", buffer)
+
+    def reorder_incremental_state(self, incremental_state: Optional[IncrementalState], new_order: Tensor):
+        """Follow beam reordering; cross-attention buffers already at the new size are shared as-is."""
+        buffer = self._get_input_buffer(incremental_state)
+        if not buffer:
+            return incremental_state
+        for k, v in buffer.items():
+            if v is None:
+                continue
+            if self.encoder_decoder_attention and v.size(0) == new_order.size(0):
+                break
+            buffer[k] = v.index_select(0, new_order)
+        return self._set_input_buffer(incremental_state, buffer)
+
+    # -- forward ------------------------------------------------------------------------------
+    def _shape(self, x: Tensor, bsz: int) -> Tensor:
+        # [T, B, C] -> [B, H, T, d]
+        return x.contiguous().view(x.size(0), bsz, self.num_heads, self.head_dim).permute(1, 2, 0, 3)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor],
+        value: Optional[Tensor],
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: Optional[IncrementalState] = None,
+        need_weights: bool = True,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        need_head_weights: bool = False,
+        attn_bias: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """query [Tq, B, C]; key/value [Tk, B, C]; key_padding_mask [B, Tk] (True = pad);
+        attn_mask [Tq, Tk] additive; attn_bias [B·H, Tq, Tk] additive.
+        Returns (output [Tq, B, C], weights [B, Tq, Tk] averaged over heads, or [H, B, Tq, Tk]
+        with need_head_weights, or None)."""
+        if need_head_weights:
+            need_weights = True
+        tgt_len, bsz, _ = query.shape
+        H, d = self.num_heads, self.head_dim
+
+        buffer = None
+        if incremental_state is not None:
+            buffer = self._get_input_buffer(incremental_state)
+            if static_kv and "prev_key" in buffer:
+                key = value = None  # cross-attention k/v were computed at the first step
+
+        q = self._shape(self.q_proj(query) * self.scaling, bsz)  # [B, H, Tq, d]
+        k = v = None
+        if self.self_attention:
+            k = self._shape(self.k_proj(query), bsz)
+            v = self._shape(self.v_proj(query), bsz)
+        elif key is not None:
+            k = self._shape(self.k_proj(key), bsz)
+            v = self._shape(self.v_proj(key if value is None else value), bsz)
+
+        if buffer is not None:
+            k, v, key_padding_mask = self._update_cache(buffer, k, v, key_padding_mask, bsz, static_kv)
+            self._set_input_buffer(incremental_state, buffer)
+        assert k is not None and v is not None
+        src_len = k.size(2)
+        if key_padding_mask is not None and key_padding_mask.size(1) != src_len:
+            raise ValueError(f"key_padding_mask covers {key_padding_mask.size(1)} keys, expected {src_len}")
+
+        num_prefix = 0
+        if self.prefix_provider is not None:
+            pk, pv = self.prefix_provider(bsz)  # each [B, H, P, d]
+            num_prefix = pk.size(2)
+            k = torch.cat([pk.to(k.dtype), k], dim=2)
+            v = torch.cat([pv.to(v.dtype), v], dim=2)
+
+        scores = torch.matmul(q, k.transpose(2, 3))  # [B, H, Tq, P + src_len]
+        if attn_bias is not None:
+            bias = attn_bias.view(bsz, H, tgt_len, src_len).to(scores.dtype)
+            scores = scores + F.pad(bias, (num_prefix, 0))  # prefix columns get no bias
+        if attn_mask is not None:
+            scores = scores + F.pad(attn_mask.to(scores.dtype), (num_prefix, 0)).unsqueeze(0).unsqueeze(0)
+        if key_padding_mask is not None:
+            mask = F.pad(key_padding_mask.to(torch.bool), (num_prefix, 0), value=False)
+            scores = scores.masked_fill(mask[:, None, None, :], float("-inf"))
+
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores)
+        out = torch.matmul(F.dropout(probs, p=self.dropout_p, training=self.training), v)  # [B, H, Tq, d]
+        if self.c_attn is not None:
+            out = out * self.c_attn.view(1, H, 1, 1).to(out.dtype)
+        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, self.embed_dim)  # [Tq, B, C]
+        out = self.out_proj(out)
+
+        weights = None
+        if need_weights:
+            weights = probs[..., num_prefix:].transpose(0, 1)  # [H, B, Tq, src_len]
+            if not need_head_weights:
+                weights = weights.mean(dim=0)
+        return out, weights
+
+    def _update_cache(
+        self,
+        buffer: Dict[str, Optional[Tensor]],
+        k: Optional[Tensor],
+        v: Optional[Tensor],
+        key_padding_mask: Optional[Tensor],
+        bsz: int,
+        static_kv: bool,
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """Append (self-attention) or reuse (static cross-attention) cached keys [B, H, t, d]."""
+        prev_k, prev_v = buffer.get("prev_key"), buffer.get("prev_value")
+        prev_mask = buffer.get("prev_key_padding_mask")
+        if prev_k is not None and prev_v is not None:
+            if static_kv:
+                k, v, key_padding_mask = prev_k, prev_v, prev_mask
+            else:
+                assert k is not None and v is not None
+                k = torch.cat([prev_k, k], dim=2)
+                v = torch.cat([prev_v, v], dim=2)
+                if prev_mask is not None or key_padding_mask is not None:
+                    old = prev_mask if prev_mask is not None else k.new_zeros(bsz, prev_k.size(2), dtype=torch.bool)
+                    new = (
+                        key_padding_mask
+                        if key_padding_mask is not None
+                        else k.new_zeros(bsz, k.size(2) - prev_k.size(2), dtype=torch.bool)
+                    )
+                    key_padding_mask = torch.cat([old.to(torch.bool), new.to(torch.bool)], dim=1)
+        buffer["prev_key"], buffer["prev_value"] = k, v
+        buffer["prev_key_padding_mask"] = key_padding_mask
+        assert k is not None and v is not None
+        return k, v, key_padding_mask

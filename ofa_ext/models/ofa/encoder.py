@@ -1,0 +1,193 @@
+"""OFA encoder: ResNet patches + text tokens → pre-LN transformer with position biases.
+
+Sequence layout: [image patches (row-major), text tokens]; see specs/ofa.md §4.
+"""
+
+from typing import Any, Dict, List, Optional
+
+import torch
+from fairseq.models import FairseqEncoder
+from torch import Tensor, nn
+
+from .drop_path import linear_rates
+from .embeddings import abs_position_bias, image_rel_bias, token_rel_bias
+from .layers import EncoderLayer
+from .positions import (
+    image_position_ids,
+    make_image_bucket_position,
+    make_token_bucket_position,
+    num_image_relative_buckets,
+)
+from .resnet import OUT_CHANNELS, build_resnet
+
+TOKEN_BUCKET_MAX_POSITION = 1024  # OFA builds the text bucket table at this size whatever the config
+
+
+def _ln(enabled: bool, dim: int) -> Optional[nn.LayerNorm]:
+    return nn.LayerNorm(dim) if enabled else None
+
+
+class OFAEncoder(FairseqEncoder):
+    """Returns fairseq's encoder-out dict; `position_embeddings` feed the decoder's cross bias."""
+
+    def __init__(self, cfg: Any, dictionary, embed_tokens: nn.Embedding) -> None:
+        super().__init__(dictionary)
+        C, H = cfg.encoder_embed_dim, cfg.encoder_attention_heads
+        self.num_heads = H
+        self.padding_idx = embed_tokens.padding_idx
+        self.max_source_positions = cfg.max_source_positions
+        self.embed_scale = 1.0 if cfg.no_scale_embedding else C**0.5
+        self.entangle_position_embedding = cfg.entangle_position_embedding
+        self.dropout = cfg.dropout
+        self.image_bucket_size = cfg.image_bucket_size
+        self.pos_scaling = float(C / H * cfg.attn_scale_factor) ** -0.5
+
+        self.register_buffer("version", torch.full((1,), 3.0))
+        self.register_buffer(
+            "token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size, TOKEN_BUCKET_MAX_POSITION)
+        )
+        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size))
+
+        self.embed_tokens = embed_tokens
+        self.layernorm_embedding = _ln(cfg.layernorm_embedding, C)
+        self.type_embedding = nn.Embedding(2, C) if cfg.add_type_embedding else None
+        self.embed_images = build_resnet(cfg.resnet_type, cfg.resnet_drop_path_rate)
+        self.image_proj = nn.Linear(OUT_CHANNELS, C)
+        self.patch_layernorm_embedding = _ln(cfg.patch_layernorm_embedding, C)
+        self.embed_positions = nn.Embedding(cfg.max_source_positions + 2, C)
+        self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, C)
+        self.pos_ln = nn.LayerNorm(C)
+        self.image_pos_ln = nn.LayerNorm(C)
+        self.pos_q_linear = nn.Linear(C, C)
+        self.pos_k_linear = nn.Linear(C, C)
+
+        rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                C, cfg.encoder_ffn_embed_dim, H, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+                activation_dropout=cfg.activation_dropout or cfg.relu_dropout, drop_path_rate=rates[i],
+                attn_scale_factor=cfg.attn_scale_factor, scale_attn=cfg.scale_attn, scale_fc=cfg.scale_fc,
+                scale_heads=cfg.scale_heads, scale_resids=cfg.scale_resids,
+            )
+            for i in range(cfg.encoder_layers)
+        )
+        self.layer_norm = _ln(cfg.encoder_normalize_before, C)
+        n_img = num_image_relative_buckets(cfg.image_bucket_size)
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(2 * cfg.token_bucket_size - 1, H) for _ in range(cfg.encoder_layers)
+        )
+        self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(n_img, H) for _ in range(cfg.encoder_layers))
+
+    # -- embeddings ---------------------------------------------------------------------------
+    def _embed_text(self, src_tokens: Tensor) -> Tensor:
+        x = self.embed_scale * self.embed_tokens(src_tokens)  # [B, L, C]
+        if self.entangle_position_embedding:
+            x = x + self.embed_positions(self._text_positions(src_tokens))
+        if self.type_embedding is not None:
+            x = x + self.type_embedding.weight[0]
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        return nn.functional.dropout(x, p=self.dropout, training=self.training)
+
+    def _embed_images(self, patch_images: Tensor):
+        """→ (patch embeddings [B, N, C], position ids [B, N])."""
+        feats = self.embed_images(patch_images)  # [B, 1024, h, w]
+        bsz, _, h, w = feats.shape
+        ids = image_position_ids(h, w, self.image_bucket_size, device=feats.device).expand(bsz, -1)
+        x = self.image_proj(feats.flatten(2).transpose(1, 2))  # [B, h·w, C], row-major
+        x = self.embed_scale * x
+        if self.entangle_position_embedding:
+            x = x + self.embed_image_positions(ids)
+        if self.type_embedding is not None:
+            x = x + self.type_embedding.weight[1]
+        if self.patch_layernorm_embedding is not None:
+            x = self.patch_layernorm_embedding(x)
+        return nn.functional.dropout(x, p=self.dropout, training=self.training), ids
+
+    @staticmethod
+    def _text_positions(src_tokens: Tensor) -> Tensor:
+        # 0 … L-1 for every sample, pads included (no padding offset)
+        return torch.arange(src_tokens.size(1), device=src_tokens.device).expand_as(src_tokens)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        src_tokens: Tensor,
+        src_lengths: Optional[Tensor] = None,
+        patch_images: Optional[Tensor] = None,
+        patch_masks: Optional[Tensor] = None,
+        return_all_hiddens: bool = False,
+        **unused,
+    ) -> Dict[str, List[Tensor]]:
+        """src_tokens [B, L] right-padded; patch_images [B, 3, H, W] or None; patch_masks [B] bool."""
+        bsz, src_len = src_tokens.shape
+        if src_len > self.max_source_positions:
+            raise ValueError(f"source length {src_len} exceeds max_source_positions={self.max_source_positions}")
+        x = self._embed_text(src_tokens)
+        padding_mask = src_tokens.eq(self.padding_idx)
+        pos = self.pos_ln(self.embed_positions(self._text_positions(src_tokens)))  # [B, L, C]
+        num_patches, image_ids = 0, None
+        if patch_images is not None:
+            image_x, image_ids = self._embed_images(patch_images)
+            num_patches = image_x.size(1)
+            image_pad = torch.zeros(bsz, num_patches, dtype=torch.bool, device=src_tokens.device)
+            if patch_masks is not None:
+                image_pad = image_pad | ~patch_masks.to(torch.bool).view(bsz, 1)
+            x = torch.cat([image_x, x], dim=1)  # image first
+            padding_mask = torch.cat([image_pad, padding_mask], dim=1)
+            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids)), pos], dim=1)
+
+        has_pads = bool(padding_mask.any())
+        if has_pads:
+            x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+        x = x.transpose(0, 1)  # [T, B, C]
+        seq_len = x.size(0)
+
+        abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
+        states: List[Tensor] = [x] if return_all_hiddens else []
+        for idx, layer in enumerate(self.layers):
+            bias = abs_bias.clone()  # [B, H, T, T]
+            bias[:, :, -src_len:, -src_len:] += token_rel_bias(
+                self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len
+            )
+            if image_ids is not None:
+                bias[:, :, :num_patches, :num_patches] += image_rel_bias(
+                    self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids
+                )
+            x = layer(x, padding_mask if has_pads else None, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
+            if return_all_hiddens:
+                states.append(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+
+        return {
+            "encoder_out": [x],  # T x B x C
+            "encoder_padding_mask": [padding_mask],  # B x T
+            "encoder_embedding": [],
+            "encoder_states": states,
+            "src_tokens": [],
+            "src_lengths": [],
+            "position_embeddings": [pos],  # B x T x C, after pos_ln / image_pos_ln
+        }
+
+    def forward_torchscript(self, net_input: Dict[str, Tensor]):
+        """fairseq's generator entry point: drop decoder-only inputs."""
+        return self.forward(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
+        """Index-select along the batch: dim 1 of [T, B, C] tensors, dim 0 of the others."""
+        def sel(key: str, dim: int) -> List[Tensor]:
+            return [t.index_select(dim, new_order) for t in encoder_out.get(key, [])]
+
+        return {
+            "encoder_out": sel("encoder_out", 1),
+            "encoder_padding_mask": sel("encoder_padding_mask", 0),
+            "encoder_embedding": sel("encoder_embedding", 0),
+            "encoder_states": sel("encoder_states", 1),
+            "src_tokens": sel("src_tokens", 0),
+            "src_lengths": sel("src_lengths", 0),
+            "position_embeddings": sel("position_embeddings", 0),
+        }
+
+    def max_positions(self) -> int:
+        return self.max_source_positions

@@ -1,0 +1,95 @@
+"""OFA's visual trunk: the first three stages of a Bottleneck ResNet (stride 16, 1024 channels).
+
+Module names (`conv1`, `bn1`, `layer{1,2,3}.{i}.conv{1,2,3}`, `downsample.{0,1}`) equal the official
+`encoder.embed_images.*` keys. There is no `layer4`, pooling or classifier.
+"""
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .drop_path import DropPath, linear_rates
+
+# Block counts per stage. resnet18/34 are OFA's names but still use Bottleneck blocks;
+# resnet_nano is ours, for tests and CPU demos.
+RESNET_DEPTHS: dict[str, tuple[int, int, int]] = {
+    "resnet_nano": (1, 1, 1),
+    "resnet18": (2, 2, 2),
+    "resnet34": (3, 4, 6),
+    "resnet50": (3, 4, 6),
+    "resnet101": (3, 4, 23),
+    "resnet152": (3, 8, 36),
+}
+EXPANSION = 4
+OUT_CHANNELS = 256 * EXPANSION  # channels after layer3
+
+
+class Bottleneck(nn.Module):
+    """torchvision-style Bottleneck v1.5 (stride on the 3×3 conv) with drop path on the branch."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        out = planes * EXPANSION
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+        self.drop_path = DropPath(drop_path_rate, batch_dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(identity + self.drop_path(y))
+
+
+class ResNetTrunk(nn.Module):
+    """Stem + three Bottleneck stages: [B, 3, H, W] → [B, 1024, H/16, W/16]."""
+
+    def __init__(self, depths: Sequence[int], drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        if len(depths) != 3:
+            raise ValueError(f"OFA's trunk has 3 stages; got block counts {list(depths)}")
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes = 64
+        for i, (planes, n, stride) in enumerate(zip((64, 128, 256), depths, (1, 2, 2))):
+            # block 0 of each stage never drops; block k gets linspace(0, rate, n)[k]
+            rates = linear_rates(drop_path_rate, n)
+            blocks = []
+            for k in range(n):
+                blocks.append(Bottleneck(inplanes, planes, stride if k == 0 else 1, rates[k]))
+                inplanes = planes * EXPANSION
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.size(1) != 3:
+            raise ValueError(f"patch_images must be [B, 3, H, W]; got {tuple(images.shape)}")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+def build_resnet(resnet_type: str, drop_path_rate: float = 0.0) -> ResNetTrunk:
+    """Trunk for an OFA `--resnet-type` name."""
+    if resnet_type not in RESNET_DEPTHS:
+        raise ValueError(f"unknown --resnet-type {resnet_type!r}; expected one of {sorted(RESNET_DEPTHS)}")
+    return ResNetTrunk(RESNET_DEPTHS[resnet_type], drop_path_rate)

@@ -1,0 +1,144 @@
+"""fairseq registration of model `ofa` and its archs (idempotent).
+
+    fairseq-train DATA --user-dir ofa_ext --task refcoco --arch ofa_base ...
+
+* `OFAConfig` = the backbone options (`ofa/config.py`, OFA's argument names) + `PETLConfig`.
+* Arch functions fill only attributes the user did not set (OFA style): the size table of
+  `ofa/archs.py`, decoder sizes copied from the encoder, and the run-script flags (`scale_attn`,
+  `scale_fc`, `scale_heads`, `disable_entangle`) unless `--bare-arch-defaults`. So `--arch ofa_base`
+  alone builds the official ofa_base key set. `--arch ofa` (fairseq's automatic arch of a dataclass
+  model) uses the dataclass defaults as they are: ofa_large sizes, bare flags.
+* `build_model` builds the backbone for `task.source_dictionary`, then applies PETL.
+"""
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, register_model, register_model_architecture
+
+from .ofa.archs import ARCH_ALIASES, ARCH_SIZES, DECODER_FOLLOWS_ENCODER, SCRIPT_FLAGS
+from .ofa.config import OFABackboneConfig, read_attr
+from .ofa.model import OFAModel
+from .petl.config import PETLConfig
+
+logger = logging.getLogger(__name__)
+
+PETL_SWITCHES = ("adapter", "encoder_prompt", "decoder_prompt", "lora", "bitfit")
+
+
+@dataclass
+class OFAConfig(OFABackboneConfig, PETLConfig):
+    """Every option of model `ofa`: OFA's backbone arguments plus the PETL options."""
+
+
+def _missing(args: Any, name: str) -> bool:
+    if isinstance(args, dict):
+        return name not in args
+    try:
+        return not hasattr(args, name) or getattr(args, name) is None
+    except Exception:
+        return True
+
+
+def _set(args: Any, name: str, value: Any) -> None:
+    if isinstance(args, dict):
+        args[name] = value
+    else:
+        setattr(args, name, value)
+
+
+def fill_arch_defaults(args: Any, arch: str, script_flags: bool = True) -> Any:
+    """Set the sizes (and run-script flags) of `arch` on `args` where they are unset; returns args."""
+    arch = ARCH_ALIASES.get(arch, arch)
+    for k, v in ARCH_SIZES.get(arch, {}).items():
+        if _missing(args, k):
+            _set(args, k, v)
+    for dk, ek in DECODER_FOLLOWS_ENCODER.items():
+        if _missing(args, dk) and not _missing(args, ek):
+            _set(args, dk, read_attr(args, ek))
+    for k in ("decoder_output_dim", "decoder_input_dim"):
+        if _missing(args, k) and not _missing(args, "decoder_embed_dim"):
+            _set(args, k, read_attr(args, "decoder_embed_dim"))
+    if script_flags and not read_attr(args, "bare_arch_defaults", False):
+        for k, v in SCRIPT_FLAGS.items():
+            if _missing(args, k):
+                _set(args, k, v)
+    return args
+
+
+def to_ofa_config(cfg: Any, script_flags: bool = False) -> OFAConfig:
+    """An `OFAConfig` from a Namespace, dict, DictConfig or dataclass (stored configs included).
+
+    Keys the source lacks get the arch's sizes and otherwise the dataclass defaults (what an old
+    file was trained with); unknown keys are ignored.
+    """
+    if isinstance(cfg, OFAConfig):
+        return cfg
+    arch = read_attr(cfg, "_name") or read_attr(cfg, "arch") or "ofa"
+    arch = ARCH_ALIASES.get(arch, arch)
+    values = {k: read_attr(cfg, k) for k in OFAConfig.__dataclass_fields__ if not k.startswith("_")}
+    values = {k: v for k, v in values.items() if v is not None}
+    fill_arch_defaults(values, arch, script_flags=script_flags)
+    out = OFAConfig()
+    for k, v in values.items():
+        setattr(out, k, v)
+    out._name = arch
+    return out
+
+
+def apply_petl(model: OFAModel, cfg: Any) -> OFAModel:
+    """Hand the model to `ofa_ext.models.petl.apply_petl` when that helper exists."""
+    try:
+        petl = importlib.import_module("ofa_ext.models.petl")
+    except ImportError:  # pragma: no cover
+        petl = None
+    fn: Callable | None = getattr(petl, "apply_petl", None)
+    if fn is None:
+        wanted = [s for s in PETL_SWITCHES if read_attr(cfg, s, False)]
+        if wanted:
+            raise RuntimeError(f"PETL options {wanted} are set but ofa_ext.models.petl.apply_petl is not available")
+        return model
+    return fn(model, cfg)
+
+
+class OFAFairseqModel(OFAModel):
+    """Model `ofa` as fairseq sees it: backbone from the task dictionary, then PETL."""
+
+    @classmethod
+    def build_model(cls, cfg: Any, task) -> OFAModel:
+        arch = read_attr(cfg, "_name") or read_attr(cfg, "arch")
+        if read_attr(cfg, "arch") in ARCH_ALIASES and arch == read_attr(cfg, "arch"):
+            logger.info("arch %s is an alias of %s", arch, ARCH_ALIASES[arch])
+        ofa_cfg = to_ofa_config(cfg)
+        src, tgt = task.source_dictionary, task.target_dictionary
+        if tgt is not None and src is not tgt and len(src) != len(tgt):
+            raise ValueError("OFA shares one dictionary between source and target; the task gave two different ones")
+        model = cls.build_from_config(ofa_cfg, src)
+        return apply_petl(model, ofa_cfg)
+
+
+def _make_arch_fn(arch: str) -> Callable[[Any], None]:
+    def arch_fn(args: Any) -> None:
+        fill_arch_defaults(args, arch)
+
+    arch_fn.__name__ = f"{arch}_architecture"
+    arch_fn.__doc__ = f"fairseq arch `{arch}`: OFA sizes + run-script flags where unset."
+    return arch_fn
+
+
+def register() -> None:
+    """Register model `ofa` and the archs once; a second call (or second import) is a no-op."""
+    if "ofa" not in MODEL_REGISTRY:
+        register_model("ofa", dataclass=OFAConfig)(OFAFairseqModel)
+    elif not issubclass(MODEL_REGISTRY["ofa"], OFAModel):
+        logger.warning("a different model is already registered as 'ofa' (%s); ofa_ext archs not added",
+                       MODEL_REGISTRY["ofa"])
+        return
+    for arch in list(ARCH_SIZES) + list(ARCH_ALIASES):
+        if arch not in ARCH_MODEL_REGISTRY:
+            register_model_architecture("ofa", arch)(_make_arch_fn(arch))
+
+
+register()
