@@ -37,6 +37,9 @@ SITES: Dict[str, str] = {
     "encoder_self_attn": r"encoder\.layers\.\d+\.self_attn",
     "decoder_self_attn": r"decoder\.layers\.\d+\.self_attn",
 }
+#: OFA modules used only to generate image codes, never in the forward pass ofa_ext runs: opt-ins
+#: (BitFit "all", train_layernorm) skip them so that no trainable parameter goes unused (DDP).
+NEVER_TRAIN = r"decoder\.(image_pos_ln|code_layernorm_embedding)\..*"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 ADAPTER_SITES = {"attn": "post_attn", "ffn": "post_ffn"}
 PREFIX_SIDES = {"encoder": "encoder_self_attn", "decoder": "decoder_self_attn"}
@@ -214,8 +217,8 @@ def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
     model.petl_config = cfg
     model.petl_piece_names = tuple(sorted(piece_names))
     if cfg.bitfit:
-        rows.append(("bitfit", cfg.bitfit_scope, sum(is_bitfit_param(n, cfg.bitfit_scope)
-                                                     for n, _ in model.named_parameters()), "-"))
+        rows.append(("bitfit", cfg.bitfit_scope, sum(p.requires_grad and is_bitfit_param(n, cfg.bitfit_scope)
+                                                     for n, p in model.named_parameters()), "-"))
     _log_table(model, rows)
     if cfg.petl_load:
         from .pieces import load_pieces
@@ -244,13 +247,14 @@ def _freeze(model: nn.Module, cfg: PETLConfig, piece_names: set) -> None:
                 layernorm_params.update(f"{mname}.{n}" if mname else n for n, _ in m.named_parameters())
     for name, p in model.named_parameters(remove_duplicate=False):
         p.requires_grad_(False)
+    never = re.compile(NEVER_TRAIN)
     for name, p in model.named_parameters(remove_duplicate=False):
-        train = (
-            name in piece_names
-            or (cfg.bitfit and is_bitfit_param(name, cfg.bitfit_scope))
+        opt_in = (
+            (cfg.bitfit and is_bitfit_param(name, cfg.bitfit_scope))
             or name in layernorm_params
             or (cfg.train_head and name.split(".")[-2:-1] in (["embed_tokens"], ["output_projection"]))
         )
+        train = name in piece_names or (opt_in and not never.fullmatch(name))
         if train:
             p.requires_grad_(True)
 
