@@ -221,7 +221,13 @@ class GroundingDataset(FairseqDataset):
             text_col = self.reader.selected_cols[2] if self.reader.selected_cols is not None else 2
             sizes = np.empty(len(self), dtype=np.int64)
             for i in range(len(self)):
-                caption = pre_caption(self.reader.column(i, text_col), self.max_src_length)
+                try:
+                    caption = pre_caption(self.reader.column(i, text_col), self.max_src_length)
+                except BadRowError:
+                    if not self.skip_bad_rows:
+                        raise
+                    sizes[i] = 2  # the row is skipped when read; its size hardly matters
+                    continue
                 sizes[i] = len(self.text_encoder.encode(self.prompt.format(caption))) + 2
             self._sizes = sizes
         return self._sizes
