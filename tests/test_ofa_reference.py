@@ -15,7 +15,6 @@ CASES = ("square", "padded")
 
 @pytest.fixture(scope="module")
 def reference(shared_dir, reference_checkpoint):
-    torch.set_num_threads(2)
     model, cfg = load_official_checkpoint(str(reference_checkpoint))
     ref = shared_dir / "ofa_reference"
     return model, cfg, np.load(ref / "inputs.npz"), np.load(ref / "outputs.npz")
