@@ -49,6 +49,7 @@ setup(
             "ofa-make-grounding-data=ofa_ext.cli.make_grounding_data:main",
             "ofa-task-similarity=ofa_ext.cli.task_similarity:main",
             "ofa-launch=ofa_ext.cli.launch:main",
+            "ofa-train-spm=ofa_ext.cli.train_spm:main",
         ]
     },
 )

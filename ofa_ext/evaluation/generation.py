@@ -2,8 +2,8 @@
 
 OFA decodes from bos (id 0) rather than eos and, for grounding, emits exactly four location tokens.
 fairseq's generator already supports a bos token and min/max lengths; what it lacks is a vocabulary
-constraint, added here as a beam search that masks every id outside an allowed set (the special
-symbols are kept so eos can close the hypothesis). With no constraint this is plain beam search,
+constraint, added here as a beam search that masks every id outside an allowed range (plus eos,
+which closes the hypothesis once the minimum length is reached). With no constraint this is plain beam search,
 which is what OFA's released evaluation runs.
 """
 
@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import torch
 from fairseq import search
+from fairseq.ngram_repeat_block import NGramRepeatBlock
 from fairseq.sequence_generator import SequenceGenerator
 
 #: OFA's grounding decoding: beam 5, exactly four tokens then eos.
@@ -18,12 +19,12 @@ GROUNDING_GENERATION = {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4,
 
 
 class RangeConstrainedBeamSearch(search.BeamSearch):
-    """Beam search restricted to the 4 special symbols and ids in [start, end)."""
+    """Beam search restricted to ids in [start, end) and eos."""
 
     def __init__(self, tgt_dict, start: int, end: int):
         super().__init__(tgt_dict)
         allowed = torch.zeros(len(tgt_dict), dtype=torch.bool)
-        allowed[: tgt_dict.nspecial] = True
+        allowed[tgt_dict.eos()] = True
         allowed[start:end] = True
         self.register_buffer("blocked", ~allowed, persistent=False)
 
@@ -31,6 +32,18 @@ class RangeConstrainedBeamSearch(search.BeamSearch):
         blocked = self.blocked.to(lprobs.device)
         lprobs = lprobs.masked_fill(blocked.view(1, 1, -1), float("-inf"))
         return super().step(step, lprobs, scores, prev_output_tokens, original_batch_idxs, candidate_multiple)
+
+
+class PrefixNGramRepeatBlock(NGramRepeatBlock):
+    """fairseq's n-gram blocker, fixed for CPU.
+
+    fairseq's Python fallback compares against the last n-1 entries of the whole pre-allocated token
+    buffer (padding), so it never blocks anything; only the first `step + 1` entries (bos and the
+    tokens generated so far) are real. The CUDA kernel indexes by `step` and is unaffected.
+    """
+
+    def _no_repeat_ngram(self, tokens, lprobs, bsz: int, beam_size: int, step: int):
+        return super()._no_repeat_ngram(tokens[:, : step + 1], lprobs, bsz, beam_size, step)
 
 
 def build_generator(
@@ -46,7 +59,7 @@ def build_generator(
         raise ValueError(f"--eval-args: unknown keys {sorted(unknown)}; allowed: beam, min_len, max_len_a, "
                          "max_len_b, no_repeat_ngram_size, lenpen")
     strategy = None if constraint is None else RangeConstrainedBeamSearch(tgt_dict, *constraint)
-    return SequenceGenerator(
+    generator = SequenceGenerator(
         models,
         tgt_dict,
         beam_size=int(args["beam"]),
@@ -57,6 +70,9 @@ def build_generator(
         no_repeat_ngram_size=int(args["no_repeat_ngram_size"]),
         search_strategy=strategy,
     )
+    if generator.repeat_ngram_blocker is not None:
+        generator.repeat_ngram_blocker = PrefixNGramRepeatBlock(int(args["no_repeat_ngram_size"]))
+    return generator
 
 
 def generate_from_bos(generator: SequenceGenerator, models: list, sample: dict, bos: int = 0) -> list:
