@@ -43,7 +43,7 @@ def test_batch_is_bit_exact(official):
     _, batch, ref = official
     ni = batch["net_input"]
     assert sorted(batch) == ["h_resize_ratios", "id", "net_input", "nsentences", "ntokens", "region_coords",
-                             "target", "w_resize_ratios"]
+                             "target", "text", "w_resize_ratios"]
     assert sorted(ni) == ["patch_images", "patch_masks", "prev_output_tokens", "src_lengths", "src_tokens"]
     for name, got in [("src_tokens", ni["src_tokens"]), ("src_lengths", ni["src_lengths"]),
                       ("prev_output_tokens", ni["prev_output_tokens"]), ("patch_masks", ni["patch_masks"]),

@@ -161,6 +161,7 @@ class GroundingDataset(FairseqDataset):
         source = self.encode_source(text)
         return {
             "id": uniq_id,
+            "text": text,
             "source": source,
             "patch_image": patch_image,
             "patch_mask": torch.tensor([True]),
@@ -197,6 +198,7 @@ class GroundingDataset(FairseqDataset):
         ntokens = int(sum(int(s["target"].ne(self.pad).sum()) for s in samples))
         return {
             "id": np.array([s["id"] for s in samples]),
+            "text": [s["text"] for s in samples],
             "nsentences": len(samples),
             "ntokens": ntokens,
             "net_input": {
