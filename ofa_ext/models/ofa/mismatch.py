@@ -111,18 +111,22 @@ def guess_arch(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
-def _flag_hints(missing, unexpected) -> list[str]:
+def _flag_hints(model_keys, ckpt_keys) -> list[str]:
+    """Flags whose keys exist on one side only (a size difference alone produces no hint)."""
     hints = []
     for frag, flag in FLAG_KEYS.items():
-        in_ckpt = any(frag in k for k in unexpected)
-        in_model = any(frag in k for k in missing)
-        if in_ckpt:
+        in_ckpt = any(frag in k for k in ckpt_keys)
+        in_model = any(frag in k for k in model_keys)
+        if in_ckpt and not in_model:
             hints.append(f"checkpoint has '{frag.strip('.')}' keys: build the model with {flag}")
-        elif in_model:
-            hints.append(f"checkpoint lacks '{frag.strip('.')}' keys: build the model without {flag}")
-    if any(f in k for k in unexpected for f in PETL_FRAGMENTS):
+        elif in_model and not in_ckpt:
+            hints.append(f"checkpoint lacks '{frag.strip('.')}' keys: build the model without {flag}"
+                         + (" (--bare-arch-defaults)" if flag in ("--scale-attn", "--scale-fc", "--scale-heads") else ""))
+    petl_ckpt = any(f in k for k in ckpt_keys for f in PETL_FRAGMENTS)
+    petl_model = any(f in k for k in model_keys for f in PETL_FRAGMENTS)
+    if petl_ckpt and not petl_model:
         hints.append("checkpoint holds PETL pieces: enable the matching PETL options (--adapter/--lora/--*-prompt)")
-    if any(f in k for k in missing for f in PETL_FRAGMENTS):
+    if petl_model and not petl_ckpt:
         hints.append("model has PETL pieces the checkpoint lacks: list them in model.optional_state_keys")
     return list(OrderedDict.fromkeys(hints))
 
@@ -145,11 +149,14 @@ def mismatch_report(
     strict: bool = True,
     source: Optional[str] = None,
     model_desc: Optional[str] = None,
+    original: Optional[Mapping[str, torch.Tensor]] = None,
 ) -> Optional[CheckpointMismatchError]:
     """None if the state dict fits; else an error whose message is the grouped report.
 
-    Shape mismatches always count; missing/unexpected keys only when `strict`.
+    Shape mismatches always count; missing/unexpected keys only when `strict`. `original` is the
+    checkpoint as read (before keys were filled from the model), used to describe the file.
     """
+    original = state_dict if original is None else original
     missing, unexpected, mismatched = compare_state_dict(model_state, state_dict)
     if not strict:
         missing, unexpected = [], []
@@ -157,7 +164,7 @@ def mismatch_report(
         return None
     where = f" {source}" if source else ""
     lines = [f"checkpoint{where} does not match the model" + (f" ({model_desc})" if model_desc else "") + ":"]
-    lines.append(f"  checkpoint looks like: {guess_arch(state_dict)}; model looks like: {guess_arch(model_state)}")
+    lines.append(f"  checkpoint looks like: {guess_arch(original)}; model looks like: {guess_arch(model_state)}")
     if missing:
         lines.append(f"  missing from the checkpoint ({len(missing)} keys):")
         lines += _format_group(missing)
@@ -170,7 +177,7 @@ def mismatch_report(
             lines.append(f"    {k}: checkpoint {list(a)} vs model {list(b)}")
         if len(mismatched) > 25:
             lines.append(f"    ... and {len(mismatched) - 25} more")
-    hints = _flag_hints(missing, unexpected)
+    hints = _flag_hints(list(model_state), list(original))
     if hints:
         lines.append("  likely explanation:")
         lines += [f"    - {h}" for h in hints]

@@ -178,14 +178,23 @@ class OFAModel(FairseqEncoderDecoderModel):
         buffers from the model, then raises one `CheckpointMismatchError` listing every problem."""
         state_dict = dict(state_dict)
         self.upgrade_state_dict_named(state_dict, "")
+        original = dict(state_dict)
         own = self.state_dict()
         for k, v in own.items():
-            if k not in state_dict and (k in self.optional_state_keys or k.rsplit(".", 1)[-1] in RECOMPUTABLE_SUFFIXES):
+            if k not in state_dict and (k in self.optional_state_keys or self._recomputable(k, state_dict)):
                 state_dict[k] = v
-        err = mismatch_report(own, state_dict, strict=strict, model_desc=self._describe())
+        err = mismatch_report(own, state_dict, strict=strict, model_desc=self._describe(), original=original)
         if err is not None:
             raise err
         return nn.Module.load_state_dict(self, state_dict, strict=strict)
+
+    @staticmethod
+    def _recomputable(key: str, state_dict: Dict[str, Tensor]) -> bool:
+        """Config-derived buffers; a BatchNorm counter only where the file has that BatchNorm."""
+        module, leaf = key.rsplit(".", 1) if "." in key else ("", key)
+        if leaf == "num_batches_tracked":
+            return f"{module}.running_mean" in state_dict
+        return leaf in RECOMPUTABLE_SUFFIXES
 
     def _describe(self) -> str:
         c = self.cfg
