@@ -17,6 +17,7 @@ Rows are ``uniq-id, image-id, text, "x0,y0,x1,y1", base64 image`` (read with
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,8 @@ def _scene_refcoco(rng: random.Random, size: int) -> Optional[Scene]:
     scene = Scene(size, _background(rng))
     colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
     n_total = rng.randint(2, 4)
-    box = _place(rng, size, _side(rng, size, *LARGE), [])
+    # target and twin sizes come from the distractors' range, so "pick the largest" is no shortcut
+    box = _place(rng, size, _side(rng, size, SMALL[0], LARGE[1]), [])
     if box is None:
         return None
     target = SceneObject(shape, colour, box)
@@ -171,7 +173,7 @@ def _scene_refcoco(rng: random.Random, size: int) -> Optional[Scene]:
             c = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
             return abs((c[0] - target.cx) if axis == "x" else (c[1] - target.cy)) >= far
 
-        twin_box = _place(rng, size, _side(rng, size, *LARGE), [target.box], accept=apart)
+        twin_box = _place(rng, size, _side(rng, size, SMALL[0], LARGE[1]), [target.box], accept=apart)
         if twin_box is None:
             return None
         twin = SceneObject(shape, colour, twin_box)
@@ -305,9 +307,9 @@ def make_scene(rng: random.Random, variant: str, size: int = 96) -> Scene:
     raise RuntimeError(f"could not place objects for variant {variant!r} at size {size}")
 
 
-def generate_rows(variant: str, n: int, seed: int, split: str = "train", image_size: int = 96,
-                  image_format: str = "JPEG") -> Iterator[List[str]]:
-    """``n`` TSV rows (5 columns) for one split; deterministic in (variant, seed, split)."""
+def generate_scenes(variant: str, n: int, seed: int, split: str = "train", image_size: int = 96,
+                    image_format: str = "JPEG") -> Iterator[Tuple[List[str], Scene]]:
+    """``n`` (TSV row, scene) pairs for one split; deterministic in (variant, seed, split)."""
     if split not in _SPLIT_ID_BASE:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     rng = random.Random(f"ofa_ext-synthetic/{variant}/{seed}/{split}")
@@ -315,8 +317,16 @@ def generate_rows(variant: str, n: int, seed: int, split: str = "train", image_s
         scene = make_scene(rng, variant, image_size)
         image_id = _SPLIT_ID_BASE[split] + i
         box = scene.objects[scene.target].box
-        yield [f"{image_id}_0", str(image_id), scene.text, ",".join(f"{v:.1f}" for v in box),
+        row = [f"{image_id}_0", str(image_id), scene.text, ",".join(f"{v:.1f}" for v in box),
                encode_image_b64(scene.render(), image_format)]
+        yield row, scene
+
+
+def generate_rows(variant: str, n: int, seed: int, split: str = "train", image_size: int = 96,
+                  image_format: str = "JPEG") -> Iterator[List[str]]:
+    """``n`` TSV rows (5 columns) for one split; deterministic in (variant, seed, split)."""
+    for row, _ in generate_scenes(variant, n, seed, split, image_size, image_format):
+        yield row
 
 
 def write_tsv(path: Union[str, Path], rows: Iterator[Sequence[str]]) -> int:
@@ -334,7 +344,7 @@ def write_tsv(path: Union[str, Path], rows: Iterator[Sequence[str]]) -> int:
 def make_grounding_splits(out_dir: Union[str, Path], variant: str = "refcoco", seed: int = 1,
                           n_train: int = 2000, n_valid: int = 200, n_test: int = 200,
                           image_size: int = 96, image_format: str = "JPEG") -> Dict[str, Path]:
-    """Write ``train.tsv``, ``valid.tsv`` and ``test.tsv`` into ``out_dir``; returns their paths."""
+    """Write ``train.tsv``, ``valid.tsv``, ``test.tsv`` (+ ``{split}.objects.jsonl``, every object's box) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -342,5 +352,14 @@ def make_grounding_splits(out_dir: Union[str, Path], variant: str = "refcoco", s
         if n < 0:
             raise ValueError(f"row count for {split} must be >= 0, got {n}")
         paths[split] = out / f"{split}.tsv"
-        write_tsv(paths[split], generate_rows(variant, n, seed, split, image_size, image_format))
+        objects = []
+        rows = generate_scenes(variant, n, seed, split, image_size, image_format)
+        write_tsv(paths[split], (_record_objects(row, scene, objects) for row, scene in rows))
+        (out / f"{split}.objects.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objects))
     return paths
+
+
+def _record_objects(row: List[str], scene: Scene, sink: List[dict]) -> List[str]:
+    """Keep every object's box beside the row: baselines such as "the largest object" need them."""
+    sink.append({"id": row[0], "boxes": [list(o.box) for o in scene.objects], "target": scene.target})
+    return row
