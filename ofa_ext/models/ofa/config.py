@@ -8,7 +8,7 @@ gets these dataclass defaults, which is what an old file was trained with.
 """
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from fairseq.dataclass import FairseqDataclass
 
@@ -24,12 +24,12 @@ class OFABackboneConfig(FairseqDataclass):
     encoder_ffn_embed_dim: int = _f(4096, "encoder FFN hidden size F")
     encoder_layers: int = _f(12, "number of encoder layers")
     encoder_attention_heads: int = _f(16, "number of encoder attention heads")
-    decoder_embed_dim: int = _f(1024, "decoder embedding dimension (arch functions copy the encoder's)")
-    decoder_ffn_embed_dim: int = _f(4096, "decoder FFN hidden size")
+    decoder_embed_dim: Optional[int] = _f(None, "decoder embedding dimension (default: the encoder's)")
+    decoder_ffn_embed_dim: Optional[int] = _f(None, "decoder FFN hidden size (default: the encoder's)")
     decoder_layers: int = _f(12, "number of decoder layers")
-    decoder_attention_heads: int = _f(16, "number of decoder attention heads")
-    decoder_output_dim: int = _f(1024, "decoder output dimension (must equal decoder_embed_dim)")
-    decoder_input_dim: int = _f(1024, "decoder input dimension (must equal decoder_embed_dim)")
+    decoder_attention_heads: Optional[int] = _f(None, "decoder attention heads (default: the encoder's)")
+    decoder_output_dim: Optional[int] = _f(None, "decoder output dimension (must equal decoder_embed_dim)")
+    decoder_input_dim: Optional[int] = _f(None, "decoder input dimension (must equal decoder_embed_dim)")
     resnet_type: str = _f("resnet152", "visual trunk: resnet_nano, resnet18, resnet34, resnet50, resnet101, resnet152")
     # structure switches (OFA's shared arch values)
     encoder_normalize_before: bool = _f(True, "pre-LN encoder layers")
