@@ -31,7 +31,7 @@ ARCH_SIZES: dict[str, dict[str, Any]] = {
     # ours: a test/demo size; forward+backward well under a second on a CPU at 64-128 px
     "ofa_nano": dict(
         encoder_embed_dim=64, encoder_ffn_embed_dim=256, encoder_layers=2, encoder_attention_heads=4,
-        decoder_layers=2, resnet_type="resnet_nano", image_bucket_size=16,
+        decoder_layers=2, resnet_type="resnet_nano", image_bucket_size=24,  # images up to 384 px
     ),
 }
 
