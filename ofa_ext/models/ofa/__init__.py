@@ -5,6 +5,9 @@ attention, layers (+ drop_path), encoder, decoder, model, archs (size table), co
 mismatch (state-dict report), checkpoint (official-file loading).
 """
 
+# checkpoint: importing it allow-lists argparse.Namespace for torch.load (weights_only), so that
+# fairseq's own reader accepts official files (--restore-file / --finetune-from-model).
+from . import checkpoint  # noqa: F401
 from .archs import ARCH_SIZES, OFA_DICT_SIZE, PUBLISHED_ARCHS
 from .config import OFABackboneConfig
 from .mismatch import CheckpointMismatchError
