@@ -145,7 +145,7 @@ class AdjustLabelSmoothedCrossEntropy(FairseqCriterion):
             metrics.log_scalar("_n_correct", total("n_correct"))
             metrics.log_scalar("_total", n_total)
             metrics.log_derived(
-                "accuracy", lambda m: round(100.0 * m["_n_correct"].sum / max(m["_total"].sum, 1), 3)
+                "accuracy", lambda m: round(100.0 * float(m["_n_correct"].sum) / max(float(m["_total"].sum), 1.0), 3)
             )
 
     @staticmethod

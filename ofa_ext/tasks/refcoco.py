@@ -89,4 +89,4 @@ class RefcocoTask(OFATask):
         if count > 0:
             metrics.log_scalar("_acc_sum", sum(log.get("_acc_sum", 0) for log in logging_outputs))
             metrics.log_scalar("_acc_cnt", count)
-            metrics.log_derived("score", lambda m: round(m["_acc_sum"].sum / max(m["_acc_cnt"].sum, 1), 4))
+            metrics.log_derived("score", lambda m: round(float(m["_acc_sum"].sum) / max(float(m["_acc_cnt"].sum), 1.0), 4))
