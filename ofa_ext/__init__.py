@@ -7,4 +7,4 @@ dir, so ``criterions`` is imported here. Python caches the import, so registrati
 
 __version__ = "0.1.0"
 
-from . import models, tasks, criterions  # noqa: E402,F401  (registrations)
+from . import models, tasks, criterions, optim  # noqa: E402,F401  (registrations)
