@@ -220,6 +220,7 @@ def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
         rows.append(("bitfit", cfg.bitfit_scope, sum(p.requires_grad and is_bitfit_param(n, cfg.bitfit_scope)
                                                      for n, p in model.named_parameters()), "-"))
     _log_table(model, rows)
+    _warn_bn_drift(model)
     if cfg.petl_load:
         from .pieces import load_pieces
 
@@ -265,6 +266,15 @@ def trainable_summary(model: nn.Module) -> Dict[str, Any]:
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(total, 1)}
+
+
+def _warn_bn_drift(model: nn.Module) -> None:
+    """Frozen BatchNorm layers still update running statistics in train mode (π-Tuning's released
+    behaviour, `specs/pi_tuning.md` §3.5); those buffers are not pieces, so say it once."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if bns and not getattr(getattr(model, "cfg", None), "freeze_resnet", False):
+        logger.warning("PETL: %d BatchNorm layers will update their running statistics in train mode; these "
+                       "are not saved in piece files (use --freeze-resnet to keep them fixed)", len(bns))
 
 
 def _log_table(model: nn.Module, rows: List[Tuple[str, str, int, str]]) -> None:
