@@ -7,6 +7,7 @@ that matches no module is an error (a typo never passes silently), and the wrapp
 matched module is chosen by its type (:data:`WRAPPERS`).
 """
 
+import dataclasses
 import logging
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -181,7 +182,7 @@ def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
 
         stored = read_piece_file(cfg.petl_load, tensors=False)[1]["petl_config"]
         logger.info("PETL: no method flag given; using the config stored in %s", cfg.petl_load)
-        cfg = PETLConfig(**{**vars(stored), "petl_load": cfg.petl_load})
+        cfg = dataclasses.replace(stored, petl_load=cfg.petl_load)
     methods = active_methods(cfg)
     if not methods:
         return model
