@@ -326,3 +326,62 @@ def test_layout_difference():
     msg = layout_difference(a, {"x": torch.zeros(3, 2), "z": torch.zeros(4)})
     assert "only in the first" in msg and "only in the second" in msg and "shapes differ" in msg
     assert layout_signature(a) != layout_signature({"x": torch.zeros(3, 2), "y": torch.zeros(4)})
+
+
+# ------------------------------------------------------------------ fairseq-sample objectives
+
+
+class TupleOut(nn.Module):
+    """fairseq-style model: forward(**net_input) -> (logits, extra)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = toy_model()
+
+    def forward(self, src_tokens, prev_output_tokens):
+        return self.inner(src_tokens, prev_output_tokens), {"attn": None}
+
+
+def test_seq2seq_objectives_exclude_pads_and_vectorize():
+    from ofa_ext.metrics.fisher import criterion_objective, seq2seq_log_likelihood, teacher_forced_sampler
+
+    m = TupleOut().eval()
+    batches = toy_batches()
+    PAD = 1
+    for b in batches:
+        b["target"][b["target"] == PAD] = 2
+        b["target"][0, -1] = PAD  # exactly one padded position
+    allowed = torch.ones(11, dtype=torch.bool)
+    allowed[7:] = False
+    allowed[PAD] = True
+    ll = seq2seq_log_likelihood(PAD)
+    b = batches[0]
+    logits = m(**b["net_input"])[0]
+    lp = torch.log_softmax(logits, -1).gather(-1, b["target"].unsqueeze(-1)).squeeze(-1)
+    expected = torch.stack([lp[0, :-1].sum(), lp[1].sum(), lp[2].sum(), lp[3].sum()])
+    torch.testing.assert_close(ll(m, b), expected)
+    for fn, kw in ((ll, {}), (seq2seq_log_likelihood(PAD, allowed),
+                              {"estimator": "model", "sample_fn": teacher_forced_sampler(PAD, allowed)})):
+        kw = {"estimator": "empirical", **kw}
+        vec = fisher_diagonal(m, batches, fn, generator=torch.Generator().manual_seed(0), **kw)
+        loop = fisher_diagonal(m, batches, fn, vectorized=False, generator=torch.Generator().manual_seed(0), **kw)
+        for k in vec.fisher:
+            torch.testing.assert_close(vec.fisher[k], loop.fisher[k], rtol=1e-5, atol=1e-10)
+    drawn = teacher_forced_sampler(PAD, allowed)(m, b, torch.Generator().manual_seed(1))["target"]
+    assert drawn[0, -1] == PAD and bool((drawn[allowed[drawn].logical_not()]).numel() == 0)
+
+    def crit(model, sample):
+        return -ll(model, sample).sum(), 4, {}
+
+    a = fisher_diagonal(m, batches, criterion_objective(crit))
+    c = fisher_diagonal(m, batches, lambda model, s: -ll(model, s).sum())
+    for k in a.fisher:
+        assert torch.equal(a.fisher[k], c.fisher[k])
+    assert set(a.fisher) == {f"inner.{p}" for p in PIECES}
+
+
+def test_train_mode_pass_leaves_no_grads():
+    m = toy_model().train()
+    est = fisher_diagonal(m, toy_batches(2), seq_loss, mode="train")
+    assert m.training and all(p.grad is None for p in m.parameters())
+    assert est.mode == "train"

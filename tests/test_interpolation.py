@@ -242,3 +242,19 @@ def test_errors(tmp_path):
         apply_interpolation(model, interp_cfg(paths))
     with pytest.raises(RuntimeError, match="no expert interpolation"):
         current_weights(petl_model(opts))
+
+
+def test_deepcopy_keeps_one_shared_mix(tmp_path):
+    """fairseq's EMA deep-copies the model: the copy must mix with its own logits."""
+    import copy
+
+    paths = make_experts(tmp_path, METHODS["adapter"], k=2)
+    model = apply_interpolation(petl_model(METHODS["adapter"]), interp_cfg(paths))
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        clone.expert_mix.logits.copy_(torch.tensor([[0.0, float("-inf")]]))
+    assert torch.equal(current_weights(model), torch.tensor([0.5, 0.5]))
+    ref = petl_model(METHODS["adapter"])
+    load_pieces(ref, paths[0])
+    src, prev = batch()
+    assert torch.equal(clone(src, prev), ref(src, prev))

@@ -372,6 +372,57 @@ def fisher_diagonal(
     return FisherEstimate(fisher, estimator, n_samples, n_batches, divisor, normalisation, mode, world)
 
 
+# ------------------------------------------------------------------------- fairseq-sample objectives
+
+
+def criterion_objective(criterion: Callable[..., Any]) -> Objective:
+    """π-Tuning's objective from a fairseq criterion: the summed training loss ``criterion(model, sample)[0]``."""
+
+    def objective(model: nn.Module, sample: Any) -> Tensor:
+        return criterion(model, sample)[0]
+
+    return objective
+
+
+def _target_log_probs(model: nn.Module, sample: Mapping[str, Any], allowed: Optional[Tensor]) -> Tensor:
+    logits = model(**sample["net_input"])[0]  # [B, T, V]
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def seq2seq_log_likelihood(padding_idx: int, allowed: Optional[Tensor] = None) -> Objective:
+    """Per-sample ``log p(target | input)`` [B] of a fairseq seq2seq sample, pads excluded.
+
+    Written without data-dependent shapes (masking, not boolean indexing), so it runs under
+    ``vmap``. ``allowed`` (bool [V]) restricts the output vocabulary as a constrained decoder does
+    (e.g. OFA's ``--constraint-range`` for the box bins).
+    """
+
+    def objective(model: nn.Module, sample: Any) -> Tensor:
+        target = sample["target"]
+        lp = _target_log_probs(model, sample, allowed).gather(-1, target.unsqueeze(-1)).squeeze(-1)  # [B, T]
+        return torch.where(target.ne(padding_idx), lp, torch.zeros_like(lp)).sum(-1)
+
+    return objective
+
+
+def teacher_forced_sampler(padding_idx: int, allowed: Optional[Tensor] = None) -> SampleFn:
+    """``sample_fn`` for ``estimator="model"``: each target token drawn from p(· | x, gold prefix).
+
+    This is the teacher-forced approximation of y ~ p(·|x): the decoder input stays the gold
+    prefix, so one forward pass draws every position. Pads stay pads.
+    """
+
+    def sample_fn(model: nn.Module, sample: Any, generator: Optional[torch.Generator]) -> Any:
+        probs = _target_log_probs(model, sample, allowed).exp()  # [B, T, V]
+        drawn = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(probs.shape[:2])
+        target = sample["target"]
+        return {**sample, "target": torch.where(target.ne(padding_idx), drawn.to(target.dtype), target)}
+
+    return sample_fn
+
+
 # ------------------------------------------------------------------------------- layout signature
 
 
@@ -457,6 +508,9 @@ def load_task_embedding(path: str | Path) -> Tuple[Dict[str, Tensor], Dict[str, 
 
 __all__ = [
     "ESTIMATORS",
+    "criterion_objective",
+    "seq2seq_log_likelihood",
+    "teacher_forced_sampler",
     "FisherEstimate",
     "fisher_diagonal",
     "infer_batch_size",
