@@ -253,3 +253,22 @@ def test_drop_path_is_per_sample():
     assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
     assert (y == per_sample.view(1, 64, 1)).all()
     assert torch.equal(drop_path(x, 0.5, training=False, batch_dim=1), x)
+
+
+def test_forward_has_no_data_dependent_branches(ofa_nano):
+    """torch.func.vmap over single samples equals the batched forward (per-sample gradients need it)."""
+    from torch.func import functional_call, vmap
+
+    model, _, d = ofa_nano()
+    model.eval()
+    x = _batch(len(d))
+    state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+    def one(src, prev, img):
+        out, _ = functional_call(model, state, (src[None], None, prev[None]), {"patch_images": img[None]})
+        return out[0]
+
+    with torch.no_grad():
+        batched, _ = model(x["src_tokens"], None, x["prev_output_tokens"], patch_images=x["patch_images"])
+        mapped = vmap(one)(x["src_tokens"], x["prev_output_tokens"], x["patch_images"])
+    torch.testing.assert_close(mapped, batched, atol=1e-5, rtol=0)

@@ -164,8 +164,7 @@ class OFADecoder(FairseqIncrementalDecoder):
         x = F.dropout(x, p=self.dropout, training=self.training)
         x = x.transpose(0, 1)  # [T', B, C]
 
-        self_pad = prev_output_tokens.eq(self.padding_idx)
-        self_pad = self_pad if bool(self_pad.any()) else None
+        self_pad = prev_output_tokens.eq(self.padding_idx)  # always passed: no data-dependent branch
         causal = self._causal_mask(tgt_len, x) if incremental_state is None else None
 
         attn: Optional[Tensor] = None

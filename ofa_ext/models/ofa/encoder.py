@@ -137,9 +137,10 @@ class OFAEncoder(FairseqEncoder):
             padding_mask = torch.cat([image_pad, padding_mask], dim=1)
             pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids)), pos], dim=1)
 
-        has_pads = bool(padding_mask.any())
-        if has_pads:
-            x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+        # OFA zeroes padded embeddings and masks padded keys only when some position is padding;
+        # doing both unconditionally gives bit-identical results and keeps the forward free of
+        # data-dependent branches (torch.func.vmap / per-sample gradients work).
+        x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
         x = x.transpose(0, 1)  # [T, B, C]
         seq_len = x.size(0)
 
@@ -154,7 +155,7 @@ class OFAEncoder(FairseqEncoder):
                 bias[:, :, :num_patches, :num_patches] += image_rel_bias(
                     self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids
                 )
-            x = layer(x, padding_mask if has_pads else None, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
+            x = layer(x, padding_mask, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
             if return_all_hiddens:
                 states.append(x)
         if self.layer_norm is not None:
