@@ -1,6 +1,6 @@
 """OFA encoder-decoder, parameter names equal to the official OFA checkpoints.
 
-Module map: resnet (visual trunk), positions (bucket tables), embeddings (position-bias maths),
+Module map: resnet (visual trunk), positions (bucket tables), position_bias (bias maths),
 attention, layers (+ drop_path), encoder, decoder, model, archs (size table), config (options),
 mismatch (state-dict report), checkpoint (official-file loading).
 """

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .attention import IncrementalState
 from .drop_path import linear_rates
-from .embeddings import abs_position_bias, token_rel_bias
+from .position_bias import abs_position_bias, token_rel_bias
 from .encoder import TOKEN_BUCKET_MAX_POSITION
 from .layers import DecoderLayer
 from .positions import (

@@ -10,7 +10,7 @@ from fairseq.models import FairseqEncoder
 from torch import Tensor, nn
 
 from .drop_path import linear_rates
-from .embeddings import abs_position_bias, image_rel_bias, token_rel_bias
+from .position_bias import abs_position_bias, image_rel_bias, token_rel_bias
 from .layers import EncoderLayer
 from .positions import (
     image_position_ids,
