@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
 
 from ..data.text import build_text_encoder
 
-TEXT_ENCODERS = ChoiceEnum(["gpt2", "sentencepiece"])
+TEXT_ENCODERS = ("gpt2", "sentencepiece")
 
 
 @dataclass
@@ -25,7 +25,8 @@ class OFATaskConfig(FairseqDataclass):
     selected_cols: Optional[str] = field(
         default=None, metadata={"help": "comma list of TSV columns to read, in the order the dataset expects"}
     )
-    bpe: TEXT_ENCODERS = field(default="gpt2", metadata={"help": "text encoder: OFA's GPT-2 BPE or sentencepiece"})
+    # Optional because fairseq has a global --bpe of its own that fills this field with null when unset.
+    bpe: Optional[str] = field(default=None, metadata={"help": "text encoder: gpt2 (OFA's BPE, default) or sentencepiece"})
     bpe_dir: Optional[str] = field(
         default=None, metadata={"help": "folder with OFA's dict.txt, encoder.json, vocab.bpe (for --bpe gpt2)"}
     )
@@ -51,8 +52,11 @@ class OFATask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: OFATaskConfig, **kwargs):
+        kind = cfg.bpe or "gpt2"
+        if kind not in TEXT_ENCODERS:
+            raise ValueError(f"--bpe must be one of {TEXT_ENCODERS}, got {kind!r}")
         dictionary, text_encoder = build_text_encoder(
-            kind=str(cfg.bpe), bpe_dir=cfg.bpe_dir, spm_model=cfg.spm_model,
+            kind=kind, bpe_dir=cfg.bpe_dir, spm_model=cfg.spm_model,
             num_bins=cfg.num_bins, code_dict_size=cfg.code_dict_size,
         )
         return cls(cfg, dictionary, text_encoder)
