@@ -56,8 +56,11 @@ def write_csv(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
 
 
 def plot_heatmap(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # font-search chatter when a caller logs DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
