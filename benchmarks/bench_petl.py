@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--prompt-length", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
-    logging.getLogger("ofa_ext").setLevel(logging.WARNING)  # no injection tables in the output
+    logging.getLogger("ofa_ext").setLevel(logging.ERROR)  # no injection tables or BN notes in the output
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -19,7 +19,8 @@ task               no          task name, e.g. ``"refcoco"``
 extra              no          free dict (training step, scores, ...)
 =================  ==========  ====================================================================
 
-No pickle: piece files are shared between people. Writes are atomic (temporary file + rename).
+No pickle: piece files are shared between people. Writes are atomic (temporary file + rename)
+and verified by reading the file back.
 """
 
 import hashlib
@@ -118,6 +119,9 @@ def save_pieces(
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    back, _ = read_piece_file(path)  # verify what a reader will see (PEFT #286: empty adapter files)
+    if back.keys() != tensors.keys() or any(not torch.equal(back[k], v) for k, v in tensors.items()):
+        raise RuntimeError(f"save_pieces: {path} does not read back as written")
     logger.info("saved %d PETL tensors (%s parameters) to %s", len(tensors),
                 f"{sum(t.numel() for t in tensors.values()):,}", path)
     return tensors
