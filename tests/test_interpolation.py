@@ -3,6 +3,7 @@ composition as data, checkpoints, errors."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -258,3 +259,18 @@ def test_deepcopy_keeps_one_shared_mix(tmp_path):
     load_pieces(ref, paths[0])
     src, prev = batch()
     assert torch.equal(clone(src, prev), ref(src, prev))
+
+
+def test_structure_only_rebuild_loads_a_trained_checkpoint_without_expert_files(tmp_path):
+    paths = make_experts(tmp_path, METHODS["lora"], k=3)
+    cfg = interp_cfg(paths, interpolation_similarities="1,0.9,0.2", interpolation_top_k=2,
+                     interpolation_init="similarity", interpolation_granularity="slot")
+    trained = apply_interpolation(petl_model(METHODS["lora"]), cfg)
+    state = trained.state_dict()
+    for p in paths:
+        Path(p).unlink()  # evaluation machine: no expert files
+    rebuilt = apply_interpolation(petl_model(METHODS["lora"]), cfg, structure_only=True)
+    rebuilt.load_state_dict(state, strict=True)
+    src, prev = batch()
+    assert torch.equal(rebuilt(src, prev), trained(src, prev))
+    torch.testing.assert_close(current_weights(rebuilt), current_weights(trained))

@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -336,6 +336,7 @@ def apply_interpolation(
     model: nn.Module,
     cfg: Union[Any, ExpertMix],
     experts: Optional[Sequence[Mapping[str, Tensor]]] = None,
+    structure_only: bool = False,
 ) -> nn.Module:
     """Turn every piece tensor of a PETL-injected ``model`` into a mix of K experts (in place).
 
@@ -344,11 +345,15 @@ def apply_interpolation(
     names them). Every expert must provide exactly the model's trainable set with the same shapes.
     Afterwards the trainable parameters are the logits (``expert_mix.logits``) and, with
     ``train_experts``, the stacked experts; everything else is frozen.
+
+    ``structure_only``: build the K slots from the model's own pieces without reading any file
+    (uniform logits) — for rebuilding an interpolation checkpoint whose state dict then supplies the
+    experts and logits, e.g. at evaluation on a machine without the expert files.
     """
     if getattr(model, MIX_ATTR, None) is not None:
         raise RuntimeError("apply_interpolation: the model is already interpolated; build a fresh model")
     if isinstance(cfg, ExpertMix):
-        mix = cfg
+        mix = replace(cfg)
         init, temperature, sims_spec, logits_spec, top_k = "given", 1.0, None, None, 0
     else:
         mix = mix_from_config(cfg)
@@ -357,7 +362,13 @@ def apply_interpolation(
         sims_spec, logits_spec, top_k = c["interpolation_similarities"], c["interpolation_logits"], c["interpolation_top_k"]
     mix.validate()
 
-    if experts is None:
+    if structure_only:
+        k = top_k or len(mix.experts)
+        select_top_k(mix.experts, [0.0] * len(mix.experts), k)  # k ≤ n check
+        own = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        mix.experts, experts = mix.experts[:k], [own] * k
+        names, init, sims_spec, top_k = [f"expert{i}" for i in range(k)], "uniform", None, 0
+    elif experts is None:
         experts, metas = load_experts(mix.experts)
         names = expert_names(mix.experts, metas)
     else:
