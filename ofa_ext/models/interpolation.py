@@ -286,15 +286,14 @@ def expert_names(paths: Sequence[str], metas: Sequence[Mapping[str, Any]]) -> Li
     return [m.get("task") or Path(p).stem for p, m in zip(paths, metas)]
 
 
-def mix_from_config(cfg: Any, names: Optional[Sequence[str]] = None) -> ExpertMix:
+def mix_from_config(cfg: Any) -> ExpertMix:
     """An :class:`ExpertMix` from the ``interpolation_*`` options (experts not yet selected by top-k)."""
     c = InterpolationConfig(**{f: getattr(cfg, f) for f in InterpolationConfig.__dataclass_fields__ if hasattr(cfg, f)})
     experts = _paths(c.interpolation_experts)
     if c.interpolation_init not in INITS:
         raise ValueError(f"--interpolation-init={c.interpolation_init!r}: expected one of {INITS}")
     return ExpertMix(experts=experts, granularity=c.interpolation_granularity,
-                     train_experts=c.interpolation_train_experts, train_weights=c.interpolation_train_weights,
-                     names=list(names or []))
+                     train_experts=c.interpolation_train_experts, train_weights=c.interpolation_train_weights)
 
 
 def select_top_k(paths: Sequence[str], similarities: Sequence[float], k: int) -> List[int]:
