@@ -50,6 +50,7 @@ setup(
             "ofa-task-similarity=ofa_ext.cli.task_similarity:main",
             "ofa-launch=ofa_ext.cli.launch:main",
             "ofa-train-spm=ofa_ext.cli.train_spm:main",
+            "ofa-pieces=ofa_ext.cli.pieces:main",
         ]
     },
 )

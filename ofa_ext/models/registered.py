@@ -12,6 +12,8 @@
 """
 
 import importlib
+
+import torch
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -103,6 +105,10 @@ def apply_petl(model: OFAModel, cfg: Any) -> OFAModel:
     return fn(model, cfg)
 
 
+# Buffer present in the checkpoints of runs started from `--petl-load` pieces.
+PIECES_MARKER = "petl_pieces_trained"
+
+
 class OFAFairseqModel(OFAModel):
     """Model `ofa` as fairseq sees it: backbone from the task dictionary, then PETL."""
 
@@ -116,7 +122,29 @@ class OFAFairseqModel(OFAModel):
         if tgt is not None and src is not tgt and len(src) != len(tgt):
             raise ValueError("OFA shares one dictionary between source and target; the task gave two different ones")
         model = cls.build_from_config(ofa_cfg, src)
-        return apply_petl(model, ofa_cfg)
+        model = apply_petl(model, ofa_cfg)
+        if ofa_cfg.petl_load:
+            model.pin_pieces(ofa_cfg.petl_load)
+        return model
+
+    def pin_pieces(self, path: str) -> None:
+        """Keep `--petl-load` pieces over the values of a backbone checkpoint loaded later.
+
+        fairseq loads `--restore-file` / `--finetune-from-model` after building the model, which
+        would overwrite pieces that live in backbone tensors (BitFit biases). The marker buffer tells
+        this run's own checkpoints (whose pieces are trained values, e.g. on resume) from backbones.
+        """
+        from .petl import read_piece_file
+
+        self.pinned_pieces = read_piece_file(path)[0]
+        self.register_buffer(PIECES_MARKER, torch.ones(1))
+        self.optional_state_keys.add(PIECES_MARKER)
+
+    def load_state_dict(self, state_dict, strict: bool = True, model_cfg=None, args=None):
+        pinned = getattr(self, "pinned_pieces", None)
+        if pinned and PIECES_MARKER not in state_dict:
+            state_dict = {**state_dict, **pinned}
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
 
 
 def _make_arch_fn(arch: str) -> Callable[[Any], None]:

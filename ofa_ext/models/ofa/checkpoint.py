@@ -21,9 +21,9 @@ from .config import read_attr
 from .mismatch import CheckpointMismatchError  # noqa: F401  (re-exported for callers)
 from .placeholder_dict import SizedDictionary
 
-# Official files pickle argparse.Namespace; allow it for every torch.load in the process so that
-# fairseq's own loader (--restore-file / --finetune-from-model) reads them with weights_only=True.
-torch.serialization.add_safe_globals([argparse.Namespace])
+# Official files pickle argparse.Namespace, fairseq its OmegaConf config: allow exactly these for
+# every torch.load in the process (fairseq's own loader included), keeping weights_only=True.
+from ...utils import safe_load  # noqa: E402,F401
 
 
 class CheckpointError(RuntimeError):

@@ -191,7 +191,8 @@ class OFADecoder(FairseqIncrementalDecoder):
         return x.transpose(0, 1), {"attn": [attn], "inner_states": inner_states}
 
     def output_layer(self, features: Tensor) -> Tensor:
-        return self.output_projection(features)
+        # contiguous: a transposed input sends the vocabulary matmul to a slower kernel (~1.6x on CPU)
+        return self.output_projection(features.contiguous())
 
     def max_positions(self) -> int:
         return self.max_target_positions
