@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ofa_ext.models.petl import (
-    PETLConfig, apply_petl, load_pieces, merge_and_unload, merge_lora, piece_state_dict, read_piece_file,
+    PETLConfig, apply_petl, merge_and_unload, merge_lora, piece_state_dict, read_piece_file,
     save_pieces, trainable_summary, unmerge_lora,
 )
 from ofa_ext.models.petl.lora import LoRALinear

@@ -57,6 +57,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from ..utils.files import atomic_path, atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("pi_tuning", "empirical", "model")
@@ -480,8 +482,9 @@ def save_task_embedding(path: str | Path, fisher: Mapping[str, Tensor], meta: Op
     except TypeError as e:
         raise TypeError(f"task-embedding metadata for {path} must be JSON-serialisable: {e}") from None
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in fisher.items()}
-    save_file(tensors, str(path), metadata={"format": TASK_EMBEDDING_FORMAT, "format_version": TASK_EMBEDDING_VERSION, "meta": text})
-    path.with_suffix(".json").write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"format": TASK_EMBEDDING_FORMAT, "format_version": TASK_EMBEDDING_VERSION, "meta": text})
+    atomic_write_text(path.with_suffix(".json"), json.dumps(full, indent=2, sort_keys=True) + "\n")
     return path
 
 

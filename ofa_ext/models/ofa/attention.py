@@ -118,7 +118,7 @@ class MultiheadAttention(nn.Module):
         if need_head_weights:
             need_weights = True
         tgt_len, bsz, _ = query.shape
-        H, d = self.num_heads, self.head_dim
+        H = self.num_heads
 
         buffer = None
         if incremental_state is not None:

@@ -149,7 +149,6 @@ class OFADecoder(FairseqIncrementalDecoder):
                 self.cross_pos_q_linear, self.cross_pos_k_linear, tgt_pos, src_pos, self.num_heads, self.pos_scaling
             ).flatten(0, 1)  # [B·H, T, S]
 
-        all_tokens = prev_output_tokens
         if incremental_state is not None:  # only the newest token goes through the layers
             prev_output_tokens = prev_output_tokens[:, -1:]
             raw_pos = raw_pos[:, -1:]

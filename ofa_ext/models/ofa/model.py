@@ -5,7 +5,7 @@ object carrying its fields, see `config.py`). fairseq registration lives in `../
 """
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from fairseq.models import FairseqEncoderDecoderModel

@@ -10,7 +10,7 @@ matched module is chosen by its type (:data:`WRAPPERS`).
 import dataclasses
 import logging
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from torch import nn
 

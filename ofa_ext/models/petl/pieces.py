@@ -26,8 +26,6 @@ and verified by reading the file back.
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -37,6 +35,7 @@ from torch import nn
 
 from .config import STRUCTURAL_FIELDS, PETLConfig, active_methods, as_petl_config, petl_config_from_dict, petl_config_to_dict
 from .lora import unmerge_lora
+from ...utils.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -109,16 +108,8 @@ def save_pieces(
         "task": task,
         "extra": extra or {},
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".pieces-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     back, _ = read_piece_file(path)  # verify what a reader will see (PEFT #286: empty adapter files)
     if back.keys() != tensors.keys() or any(not torch.equal(back[k], v) for k, v in tensors.items()):
         raise RuntimeError(f"save_pieces: {path} does not read back as written")
