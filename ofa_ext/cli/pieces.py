@@ -2,9 +2,13 @@
 
     ofa-pieces export checkpoints/adapter/checkpoint_best.pt experts/refcoco_adapter.safetensors
     ofa-pieces info experts/refcoco_adapter.safetensors
+    ofa-pieces collapse checkpoints/interpolation/checkpoint_best.pt experts/refcocog_pi.safetensors
 
 A piece file is safetensors + JSON metadata (methods, hyper-parameters, base arch, task); it loads
 onto a fresh backbone with `--petl-load PATH`, and π-Tuning reads experts from such files.
+`collapse` turns an expert-interpolation checkpoint (`--interpolation-experts`) into one ordinary
+piece file holding the mixed pieces Σ_k w_k θ_k, so inference costs one expert; the learned mix
+(experts, logits) is recorded under `extra.expert_mix`.
 """
 
 import argparse
@@ -26,18 +30,58 @@ def load_fairseq_checkpoint(path: str, overrides: Optional[dict] = None):
     return models[0], cfg, task
 
 
-def export(args) -> dict:
-    from ..models.petl import active_methods, save_pieces
+def _petl_model(path: str):
+    """(model, cfg, task name) of a PETL checkpoint; exits when it has no pieces."""
+    from ..models.petl import active_methods
 
-    model, cfg, task = load_fairseq_checkpoint(args.checkpoint)
+    model, cfg, _ = load_fairseq_checkpoint(path)
     petl_config = getattr(model, "petl_config", None)
     if petl_config is None or not active_methods(petl_config):
-        raise SystemExit(f"ofa-pieces: {args.checkpoint} was trained without PETL flags; it has no pieces to export")
+        raise SystemExit(f"ofa-pieces: {path} was trained without PETL flags; it has no pieces to export")
+    return model, cfg
+
+
+def _write(model, cfg, args, extra: dict) -> dict:
+    from ..models.petl import save_pieces
+
     task_name = args.task_name or os.path.basename(os.path.normpath(str(cfg.task.data or "")))
     saved = save_pieces(model, args.out, arch=cfg.model._name, task=task_name,
-                        extra={"source_checkpoint": os.path.abspath(args.checkpoint)})
+                        extra={"source_checkpoint": os.path.abspath(args.checkpoint), **extra})
     info = {"pieces": args.out, "tensors": len(saved), "params": sum(t.numel() for t in saved.values()),
             "bytes": os.path.getsize(args.out), "task": task_name, "arch": cfg.model._name}
+    return info
+
+
+def export(args) -> dict:
+    from ..models.interpolation import MIX_ATTR
+
+    model, cfg = _petl_model(args.checkpoint)
+    if getattr(model, MIX_ATTR, None) is not None:
+        raise SystemExit(f"ofa-pieces: {args.checkpoint} is an expert-interpolation checkpoint; "
+                         f"use `ofa-pieces collapse {args.checkpoint} OUT.safetensors`")
+    info = _write(model, cfg, args, {})
+    print(json.dumps(info))
+    return info
+
+
+def collapse(args) -> dict:
+    """One piece file from an interpolation checkpoint: every piece = its learned mix of the experts."""
+    import dataclasses
+
+    from ..models.interpolation import MIX_ATTR, current_mix, unload_interpolation
+    from ..models.registered import mean_mix_weights
+
+    model, cfg = _petl_model(args.checkpoint)
+    if getattr(model, MIX_ATTR, None) is None:
+        raise SystemExit(f"ofa-pieces: {args.checkpoint} has no expert interpolation "
+                         "(trained without --interpolation-experts); use `ofa-pieces export`")
+    mix = current_mix(model)
+    weights = mean_mix_weights(model)
+    rebuilt = bool(getattr(model, "absent_experts", None))
+    unload_interpolation(model)
+    info = _write(model, cfg, args, {"expert_mix": dataclasses.asdict(mix), "mix_weights": weights,
+                                     "experts_rebuilt_without_files": rebuilt})
+    info.update(experts=mix.experts, weights=[round(w, 6) for w in weights])
     print(json.dumps(info))
     return info
 
@@ -62,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out", help="output .safetensors file")
     e.add_argument("--task-name", help="task recorded in the file (default: the data folder's name)")
     e.set_defaults(func=export)
+    c = sub.add_parser("collapse", help="one piece file from an expert-interpolation checkpoint (the mixed pieces)")
+    c.add_argument("checkpoint")
+    c.add_argument("out", help="output .safetensors file")
+    c.add_argument("--task-name", help="task recorded in the file (default: the data folder's name)")
+    c.set_defaults(func=collapse)
     i = sub.add_parser("info", help="describe a piece file")
     i.add_argument("pieces")
     i.set_defaults(func=info)

@@ -2,16 +2,28 @@
 
     fairseq-train DATA --user-dir ofa_ext --task refcoco --arch ofa_base ...
 
-* `OFAConfig` = the backbone options (`ofa/config.py`, OFA's argument names) + `PETLConfig`.
+* `OFAConfig` = the backbone options (`ofa/config.py`, OFA's argument names) + `PETLConfig` +
+  `InterpolationConfig` (π-Tuning step 3, `--interpolation-experts a.safetensors,b.safetensors`).
 * Arch functions fill only attributes the user did not set (OFA style): the size table of
   `ofa/archs.py`, decoder sizes copied from the encoder, and the run-script flags (`scale_attn`,
   `scale_fc`, `scale_heads`, `disable_entangle`) unless `--bare-arch-defaults`. So `--arch ofa_base`
   alone builds the official ofa_base key set. `--arch ofa` (fairseq's automatic arch of a dataclass
   model) uses the dataclass defaults as they are: ofa_large sizes, bare flags.
-* `build_model` builds the backbone for `task.source_dictionary`, then applies PETL.
+* `build_model` builds the backbone for `task.source_dictionary`, then applies PETL, then (with
+  `--interpolation-experts`) turns every piece into a learned mix of the experts (`interpolation.py`).
+
+Interpolation checkpoints reload without the expert files: the PETL options are saved in the
+checkpoint's config and the state dict holds the stacked experts and the logits, so when an expert
+file is missing the mix is rebuilt from the model's own pieces (`structure_only`) and the loaded
+state dict fills it. Loading a state dict without the mix into such a model is an error naming the
+missing files. The interpolation weights are logged at build, after a load, and as the training
+metrics `mix_w0..mix_w{K-1}` (mean over groups) at every update.
 """
 
+import dataclasses
 import importlib
+import os
+import typing
 
 import torch
 import logging
@@ -23,6 +35,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, register_model, 
 from .ofa.archs import ARCH_ALIASES, ARCH_SIZES, DECODER_FOLLOWS_ENCODER, SCRIPT_FLAGS
 from .ofa.config import OFABackboneConfig, read_attr
 from .ofa.model import OFAModel
+from .interpolation import MIX_ATTR, InterpolationConfig
 from .petl.config import PETLConfig
 
 logger = logging.getLogger(__name__)
@@ -30,9 +43,21 @@ logger = logging.getLogger(__name__)
 PETL_SWITCHES = ("adapter", "encoder_prompt", "decoder_prompt", "lora", "bitfit")
 
 
+def _resolve_field_types(dc: type) -> None:
+    """fairseq's option parser needs real field types; a dataclass declared under
+    `from __future__ import annotations` (interpolation.py) stores them as strings."""
+    hints = typing.get_type_hints(dc)
+    for f in dataclasses.fields(dc):
+        if isinstance(f.type, str):
+            f.type = hints[f.name]
+
+
+_resolve_field_types(InterpolationConfig)
+
+
 @dataclass
-class OFAConfig(OFABackboneConfig, PETLConfig):
-    """Every option of model `ofa`: OFA's backbone arguments plus the PETL options."""
+class OFAConfig(OFABackboneConfig, PETLConfig, InterpolationConfig):
+    """Every option of model `ofa`: OFA's backbone arguments, the PETL and the interpolation options."""
 
 
 def _missing(args: Any, name: str) -> bool:
@@ -122,10 +147,26 @@ class OFAFairseqModel(OFAModel):
         if tgt is not None and src is not tgt and len(src) != len(tgt):
             raise ValueError("OFA shares one dictionary between source and target; the task gave two different ones")
         model = cls.build_from_config(ofa_cfg, src)
+        experts = expert_paths(ofa_cfg)
+        if experts:
+            check_interpolation_options(ofa_cfg, experts)
         model = apply_petl(model, ofa_cfg)
         if ofa_cfg.petl_load:
             model.pin_pieces(ofa_cfg.petl_load)
+        if experts:
+            model.interpolate(ofa_cfg, experts)
         return model
+
+    def interpolate(self, cfg: OFAConfig, experts: list) -> None:
+        """Mix the experts' pieces (π-Tuning step 3); rebuild the structure only when files are gone."""
+        from .interpolation import apply_interpolation
+
+        absent = [p for p in experts if not os.path.isfile(p)]
+        if absent:
+            logger.info("interpolation expert files not found (%s): rebuilding the mix from the model's "
+                        "pieces; the loaded checkpoint must supply the experts and weights", absent)
+        apply_interpolation(self, cfg, structure_only=bool(absent))
+        self.absent_experts = absent
 
     def pin_pieces(self, path: str) -> None:
         """Keep `--petl-load` pieces over the values of a backbone checkpoint loaded later.
@@ -144,7 +185,104 @@ class OFAFairseqModel(OFAModel):
         pinned = getattr(self, "pinned_pieces", None)
         if pinned and PIECES_MARKER not in state_dict:
             state_dict = {**state_dict, **pinned}
-        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        mix = getattr(self, MIX_ATTR, None)
+        if mix is not None:
+            state_dict = self._route_plain_pieces(state_dict)
+            if MIX_KEY not in state_dict and getattr(self, "absent_experts", None):
+                raise FileNotFoundError(
+                    f"expert piece files not found: {self.absent_experts}. Without them the interpolation can "
+                    "only be restored from one of its own checkpoints, and this state dict holds no mix "
+                    f"({MIX_KEY}); fix --interpolation-experts")
+        out = super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg, args=args)
+        if mix is not None and MIX_KEY in state_dict:
+            log_mix_weights(self, "after loading a checkpoint")
+        return out
+
+    def _route_plain_pieces(self, state_dict):
+        """A plain checkpoint's value of an interpolated tensor (e.g. a BitFit bias of the backbone)
+        goes to the unused ``parametrizations.<name>.original``, so the strict key check passes."""
+        own = set(self.state_dict())
+        routed = dict(state_dict)
+        for k in state_dict:
+            module, _, leaf = k.rpartition(".")
+            target = f"{module}.parametrizations.{leaf}.original" if module else f"parametrizations.{leaf}.original"
+            if k not in own and target in own:
+                routed[target] = routed.pop(k)
+        return routed
+
+    def set_num_updates(self, num_updates):
+        """fairseq calls this after every update: log the interpolation weights as metrics."""
+        super().set_num_updates(num_updates)
+        if getattr(self, MIX_ATTR, None) is not None:
+            from fairseq import metrics
+
+            for k, w in enumerate(mean_mix_weights(self)):
+                metrics.log_scalar(f"mix_w{k}", w, weight=0, round=4)
+
+
+MIX_KEY = f"{MIX_ATTR}.logits"
+
+
+def expert_paths(cfg: Any) -> list:
+    return [p.strip() for p in (read_attr(cfg, "interpolation_experts") or "").split(",") if p.strip()]
+
+
+def mean_mix_weights(model) -> list:
+    """Interpolation weights per expert, averaged over groups (one value per expert)."""
+    from .interpolation import current_weights
+
+    w = current_weights(model)
+    return (w if w.dim() == 1 else w.mean(0)).tolist()
+
+
+def log_mix_weights(model, when: str) -> None:
+    from .interpolation import current_mix
+
+    mix = current_mix(model)
+    logger.info("expert interpolation weights %s: %s (experts %s)", when,
+                [round(w, 4) for w in mean_mix_weights(model)], mix.names or mix.experts)
+
+
+def petl_flags(cfg: PETLConfig) -> str:
+    """The command-line options that rebuild ``cfg``'s PETL structure (non-default structural fields)."""
+    from .petl.config import STRUCTURAL_FIELDS
+
+    default = PETLConfig()
+    flags = []
+    for f in STRUCTURAL_FIELDS:
+        v = getattr(cfg, f)
+        if v != getattr(default, f) or (isinstance(v, bool) and v):
+            opt = "--" + f.replace("_", "-")
+            flags.append(opt if v is True else f"{opt} {v}" if v is not False else "")
+    return " ".join(x for x in flags if x)
+
+
+def check_interpolation_options(cfg: OFAConfig, experts: list) -> None:
+    """Interpolation needs the experts' PETL options on the command line: they are saved in the
+    checkpoint's config, which is what lets an interpolation checkpoint reload without the files."""
+    from .petl import active_methods
+    from .petl.config import STRUCTURAL_FIELDS, as_petl_config
+
+    if cfg.petl_load:
+        raise ValueError("--petl-load and --interpolation-experts exclude each other: list the piece file "
+                         "among the experts instead")
+    if not all(os.path.isfile(p) for p in experts):
+        return  # rebuilding a saved interpolation model: its config holds the options
+    from .interpolation import load_experts
+
+    _, metas = load_experts(experts)  # the experts agree with each other (methods, sizes, backbone)
+    stored, path = metas[0]["petl_config"], experts[0]
+    model_cfg = as_petl_config(cfg)
+    if not active_methods(model_cfg):
+        raise ValueError(f"--interpolation-experts needs the experts' PETL options on the command line (they "
+                         f"are saved in the checkpoint so that it reloads without the expert files); the experts "
+                         f"were trained with: {petl_flags(stored)}")
+    diff = [f"{f}: experts {getattr(stored, f)!r} vs command line {getattr(model_cfg, f)!r}"
+            for f in STRUCTURAL_FIELDS if getattr(stored, f) != getattr(model_cfg, f)]
+    if diff:
+        raise ValueError(f"the experts ({path}, ... methods {metas[0]['methods']}) were trained with other PETL "
+                         f"options than this run ({active_methods(model_cfg)}): " + "; ".join(diff)
+                         + f". Use the experts' options: {petl_flags(stored)}")
 
 
 def _make_arch_fn(arch: str) -> Callable[[Any], None]:
