@@ -51,6 +51,7 @@ setup(
             "ofa-launch=ofa_ext.cli.launch:main",
             "ofa-train-spm=ofa_ext.cli.train_spm:main",
             "ofa-pieces=ofa_ext.cli.pieces:main",
+            "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
         ]
     },
 )

@@ -16,7 +16,8 @@ import subprocess
 import sys
 from typing import Optional
 
-ENTRY_POINTS = {"train": "fairseq_cli.train", "validate": "fairseq_cli.validate"}
+ENTRY_POINTS = {"train": "fairseq_cli.train", "validate": "fairseq_cli.validate",
+                "task_emb": "ofa_ext.cli.task_embedding"}
 
 
 def worker_flags(env: dict, use_gpu: bool) -> list[str]:
