@@ -18,7 +18,7 @@ from .positions import (
     make_token_bucket_position,
     num_image_relative_buckets,
 )
-from .resnet import OUT_CHANNELS, build_resnet
+from .resnet import build_resnet
 
 TOKEN_BUCKET_MAX_POSITION = 1024  # OFA builds the text bucket table at this size whatever the config
 
@@ -52,7 +52,7 @@ class OFAEncoder(FairseqEncoder):
         self.layernorm_embedding = _ln(cfg.layernorm_embedding, C)
         self.type_embedding = nn.Embedding(2, C) if cfg.add_type_embedding else None
         self.embed_images = build_resnet(cfg.resnet_type, cfg.resnet_drop_path_rate)
-        self.image_proj = nn.Linear(OUT_CHANNELS, C)
+        self.image_proj = nn.Linear(self.embed_images.out_channels, C)
         self.patch_layernorm_embedding = _ln(cfg.patch_layernorm_embedding, C)
         self.embed_positions = nn.Embedding(cfg.max_source_positions + 2, C)
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size**2 + 1, C)
@@ -91,7 +91,7 @@ class OFAEncoder(FairseqEncoder):
 
     def _embed_images(self, patch_images: Tensor):
         """→ (patch embeddings [B, N, C], position ids [B, N])."""
-        feats = self.embed_images(patch_images)  # [B, 1024, h, w]
+        feats = self.embed_images(patch_images)  # [B, 1024, h, w] (256 for resnet_nano)
         bsz, _, h, w = feats.shape
         ids = image_position_ids(h, w, self.image_bucket_size, device=feats.device).expand(bsz, -1)
         x = self.image_proj(feats.flatten(2).transpose(1, 2))  # [B, h·w, C], row-major

@@ -1,5 +1,8 @@
 """OFA's visual trunk: the first three stages of a Bottleneck ResNet (stride 16, 1024 channels).
 
+Our test/demo trunk `resnet_nano` is also narrower (base width 16, 256 output channels): the trunk
+dominates a small model's step time, and a CPU demo needs it ~10x cheaper.
+
 Module names (`conv1`, `bn1`, `layer{1,2,3}.{i}.conv{1,2,3}`, `downsample.{0,1}`) equal the official
 `encoder.embed_images.*` keys. There is no `layer4`, pooling or classifier.
 """
@@ -21,8 +24,9 @@ RESNET_DEPTHS: dict[str, tuple[int, int, int]] = {
     "resnet101": (3, 4, 23),
     "resnet152": (3, 8, 36),
 }
+# Base width (stem channels, planes of layer1); the official trunks use 64.
+RESNET_WIDTHS: dict[str, int] = {"resnet_nano": 16}
 EXPANSION = 4
-OUT_CHANNELS = 256 * EXPANSION  # channels after layer3
 
 
 class Bottleneck(nn.Module):
@@ -52,18 +56,19 @@ class Bottleneck(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    """Stem + three Bottleneck stages: [B, 3, H, W] → [B, 1024, H/16, W/16]."""
+    """Stem + three Bottleneck stages: [B, 3, H, W] → [B, 16·width, H/16, W/16] (1024 channels officially)."""
 
-    def __init__(self, depths: Sequence[int], drop_path_rate: float = 0.0) -> None:
+    def __init__(self, depths: Sequence[int], drop_path_rate: float = 0.0, width: int = 64) -> None:
         super().__init__()
         if len(depths) != 3:
             raise ValueError(f"OFA's trunk has 3 stages; got block counts {list(depths)}")
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.out_channels = 4 * width * EXPANSION
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        inplanes = 64
-        for i, (planes, n, stride) in enumerate(zip((64, 128, 256), depths, (1, 2, 2))):
+        inplanes = width
+        for i, (planes, n, stride) in enumerate(zip((width, 2 * width, 4 * width), depths, (1, 2, 2))):
             # block 0 of each stage never drops; block k gets linspace(0, rate, n)[k]
             rates = linear_rates(drop_path_rate, n)
             blocks = []
@@ -92,4 +97,4 @@ def build_resnet(resnet_type: str, drop_path_rate: float = 0.0) -> ResNetTrunk:
     """Trunk for an OFA `--resnet-type` name."""
     if resnet_type not in RESNET_DEPTHS:
         raise ValueError(f"unknown --resnet-type {resnet_type!r}; expected one of {sorted(RESNET_DEPTHS)}")
-    return ResNetTrunk(RESNET_DEPTHS[resnet_type], drop_path_rate)
+    return ResNetTrunk(RESNET_DEPTHS[resnet_type], drop_path_rate, RESNET_WIDTHS.get(resnet_type, 64))
