@@ -7,5 +7,6 @@
 set -euo pipefail
 export LR=${LR:-1e-4} MAX_EPOCH=${MAX_EPOCH:-5} PATCH_IMAGE_SIZE=${PATCH_IMAGE_SIZE:-480}
 export SAVE_DIR=${SAVE_DIR:-checkpoints/refcoco_adapter_interpolation}
-export PETL_FLAGS="--adapter --adapter-dim ${ADAPTER_DIM:-128}"
+# PETL options: read from the first expert; ADAPTER_DIM=N states them explicitly (checked against the experts)
+[[ -z "${ADAPTER_DIM:-}" ]] || export PETL_FLAGS="--adapter --adapter-dim $ADAPTER_DIM"
 exec bash "$(dirname "$0")/train_refcoco_interpolation.sh"
