@@ -1,7 +1,9 @@
 """Summarise the demo's PETL stage: Acc@0.5, trainable share, piece-file size, train-step time.
 
-Step times are measured here, side by side on the same batch (5 interleaved rounds, median), with
-each method's own checkpoint: forward + backward + Adam step over its trainable parameters.
+Step times are measured here, side by side on the same batch (5 interleaved rounds, median CPU time
+of one thread, so that other jobs on the machine barely move them), with each method's own
+checkpoint: forward + backward + Adam step over its trainable parameters. The file size of full
+fine-tuning is its fp32 weights (what a PETL piece file replaces).
 Usage: python run_scripts/demo/petl_report.py OUT_DIR CKPT_ROOT TARGET_DATA METHOD...
 """
 
@@ -23,17 +25,18 @@ def train_step_seconds(models: dict, batch: dict, criterion_fn, rounds: int = 5)
     times = {m: [] for m in models}
     for _ in range(rounds + 1):  # the first round warms up
         for m, model in models.items():
-            start = time.perf_counter()
+            start = time.process_time()
             loss = criterion_fn(model, batch)
             loss.backward()
             optimizers[m].step()
             optimizers[m].zero_grad(set_to_none=True)
-            times[m].append(time.perf_counter() - start)
+            times[m].append(time.process_time() - start)
     return {m: statistics.median(t[1:]) for m, t in times.items()}
 
 
 def main(out_dir: str, ckpt_root: str, data: str, *methods: str) -> None:
     out, root = Path(out_dir), Path(ckpt_root)
+    torch.set_num_threads(1)
     models, task, criterion = {}, None, None
     for m in methods:
         model, cfg, task = load_fairseq_checkpoint(str(root / f"petl_{m}" / "checkpoint_best.pt"), {"data": data})
@@ -48,11 +51,12 @@ def main(out_dir: str, ckpt_root: str, data: str, *methods: str) -> None:
         summary = json.loads((out / m / "summary.json").read_text())
         share = trainable_summary(models[m])
         pieces = out / f"{m}.safetensors"
+        weights_bytes = sum(p.numel() * p.element_size() for p in models[m].parameters())
         rows[m] = {
             "acc@0.5": summary["acc@0.5"], "trainable": share["trainable"],
             "trainable_percent": round(share["percent"], 3),
-            "file_kb": round((pieces if pieces.is_file() else root / f"petl_{m}" / "checkpoint_best.pt").stat().st_size / 1024, 1),
-            "file": "pieces" if pieces.is_file() else "full checkpoint",
+            "file_kb": round((pieces.stat().st_size if pieces.is_file() else weights_bytes) / 1024, 1),
+            "file": "pieces" if pieces.is_file() else "fp32 weights",
             "step_ms": round(1000 * step[m], 1), "step_vs_full": round(step[m] / step["full"], 3) if "full" in step else None,
         }
     (out / "petl.json").write_text(json.dumps(rows, indent=2) + "\n")
