@@ -20,6 +20,9 @@ LOW_PERCENT=${PI_LOW_PERCENT:-10}
 UPDATES=${PI_UPDATES:-$PETL_UPDATES}
 ADAPTER=(--adapter --adapter-dim "${PI_ADAPTER_DIM:-16}" --freeze-resnet)
 LR=${PI_LR:-3e-3}
+# validate/save at PI update intervals only (the low-data set has a few batches per epoch)
+INTERVALS=(--validate-interval 100000 --save-interval 100000 --validate-interval-updates $((UPDATES / 2 + 1))
+           --save-interval-updates $((UPDATES / 2 + 1)) --keep-interval-updates 1)
 PI_JOBS=${PI_JOBS:-2}
 export OMP_NUM_THREADS=${PI_THREADS:-1}
 
@@ -57,13 +60,11 @@ for split in valid test; do ln -sf "$(cd "$(data_dir "$TARGET")" && pwd)/$split.
 
 # --- 1. experts (adapter pieces on the frozen foundation); the target's expert on the low data
 train_expert() {  # VARIANT DATA_NAME
-  local save=$WORK/ckpt/pi_$1
+  local save=$WORK/ckpt/pi_$2
   if [[ ! -f "$save/checkpoint_best.pt" ]]; then
     fairseq-train "$(data_dir "$2")" "${MODEL_ARGS[@]}" "${TRAIN_ARGS[@]}" --log-format simple \
       --finetune-from-model "$foundation" "${ADAPTER[@]}" --lr "$LR" \
-      --max-update "$UPDATES" --total-num-update "$UPDATES" \
-      --validate-interval-updates $((UPDATES / 2 + 1)) --save-interval-updates $((UPDATES / 2 + 1)) \
-      --keep-interval-updates 1 --save-dir "$save"
+      --max-update "$UPDATES" --total-num-update "$UPDATES" "${INTERVALS[@]}" --save-dir "$save"
   fi
   ofa-pieces export "$save/checkpoint_best.pt" "$pi/experts/$1.safetensors" --task-name "$1"
 }
@@ -84,7 +85,8 @@ start=$SECONDS
 for v in "${SOURCES[@]}"; do job "emb_$v" embed "$v" "$v"; done
 job "emb_$TARGET" embed "$TARGET" "$low"
 wait_jobs
-ofa-task-similarity "$pi"/task_emb/*.safetensors --out "$pi" --target "$TARGET" --top-k "$TOP_K" > "$logs/similarity.log" 2>&1 \
+embeddings=(); for v in "${SOURCES[@]}" "$TARGET"; do embeddings+=("$pi/task_emb/$v.safetensors"); done
+ofa-task-similarity "${embeddings[@]}" --out "$pi" --target "$TARGET" --top-k "$TOP_K" > "$logs/similarity.log" 2>&1 \
   || { cat "$logs/similarity.log" >&2; exit 1; }
 T[embeddings_similarity]=$((SECONDS - start))
 topk=$pi/top_k_$TARGET.json
@@ -98,14 +100,13 @@ EOF
 
 # --- 3. interpolation on the low-data target, then one piece file
 start=$SECONDS
-save=$WORK/ckpt/pi_interpolation
+save=$WORK/ckpt/pi_interpolation_$TARGET
 if [[ ! -f "$save/checkpoint_best.pt" ]]; then
   fairseq-train "$low_dir" "${MODEL_ARGS[@]}" "${TRAIN_ARGS[@]}" --log-format simple \
     --finetune-from-model "$foundation" "${ADAPTER[@]}" --lr "$LR" \
     --interpolation-experts "$experts" --interpolation-init similarity --interpolation-similarities "$topk" \
-    --max-update "$UPDATES" --total-num-update "$UPDATES" \
-    --validate-interval-updates $((UPDATES / 2 + 1)) --save-interval-updates $((UPDATES / 2 + 1)) \
-    --keep-interval-updates 1 --save-dir "$save" > "$logs/interpolation.log" 2>&1 \
+    --max-update "$UPDATES" --total-num-update "$UPDATES" "${INTERVALS[@]}" --save-dir "$save" \
+    > "$logs/interpolation.log" 2>&1 \
     || { tail -n 25 "$logs/interpolation.log" >&2; exit 1; }
 fi
 ofa-pieces collapse "$save/checkpoint_best.pt" "$pi/${TARGET}_pi.safetensors" --task-name "$TARGET" > "$pi/collapse.json" 2>"$logs/collapse.log" \
@@ -117,7 +118,8 @@ start=$SECONDS
 job eval_interpolation evaluate "$save/checkpoint_best.pt" "$TARGET" pi_tuning/eval/interpolation
 job eval_collapsed evaluate "$foundation" "$TARGET" pi_tuning/eval/collapsed \
   --model-overrides "{\"petl_load\": \"$pi/${TARGET}_pi.safetensors\"}"
-job eval_single evaluate "$WORK/ckpt/pi_$TARGET/checkpoint_best.pt" "$TARGET" pi_tuning/eval/single
+job eval_foundation evaluate "$foundation" "$TARGET" pi_tuning/eval/foundation
+job eval_single evaluate "$WORK/ckpt/pi_$low/checkpoint_best.pt" "$TARGET" pi_tuning/eval/single
 for v in "${SOURCES[@]}"; do job "eval_source_$v" evaluate "$WORK/ckpt/pi_$v/checkpoint_best.pt" "$TARGET" "pi_tuning/eval/source_$v"; done
 wait_jobs
 T[evaluation]=$((SECONDS - start))
@@ -146,6 +148,7 @@ summary = {
         "interpolation": acc("interpolation"),
         "collapsed": acc("collapsed"),
         "single_low_data_expert": acc("single"),
+        "foundation_no_tuning": acc("foundation"),
         "sources_on_target": src,
         "best_source": {"task": best, "acc@0.5": src[best]},
     },
@@ -157,6 +160,6 @@ summary = {
 (pi / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 a = summary["acc@0.5"]
 print(f"demo: interpolation acc@0.5={a['interpolation']:.3f} single={a['single_low_data_expert']:.3f} "
-      f"best-source={src[best]:.3f} ({best}); weights {collapse['weights']} over "
+      f"best-source={src[best]:.3f} ({best}) foundation={a['foundation_no_tuning']:.3f}; weights {collapse['weights']} over "
       f"{[Path(e).stem for e in collapse['experts']]}; collapsed acc@0.5={a['collapsed']:.3f}")
 EOF
