@@ -10,7 +10,7 @@ if [[ "$QUICK" == "1" ]]; then
   N_TRAIN=${N_TRAIN:-96}; N_EVAL=${N_EVAL:-32}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-12}
   PETL_UPDATES=${PETL_UPDATES:-6}; IMAGE_SIZE=${IMAGE_SIZE:-64}
 else
-  N_TRAIN=${N_TRAIN:-2000}; N_EVAL=${N_EVAL:-200}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-600}
+  N_TRAIN=${N_TRAIN:-6000}; N_EVAL=${N_EVAL:-200}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-2000}
   PETL_UPDATES=${PETL_UPDATES:-200}; IMAGE_SIZE=${IMAGE_SIZE:-64}
 fi
 
@@ -19,8 +19,8 @@ MODEL_ARGS=(--user-dir ofa_ext --task refcoco --arch ofa_nano --bpe sentencepiec
             --code-dict-size 0 --num-bins 100 --patch-image-size "$IMAGE_SIZE" --max-image-size "$IMAGE_SIZE")
 TRAIN_ARGS=(--criterion adjust_label_smoothed_cross_entropy --label-smoothing 0.1
             --optimizer adam --adam-betas '(0.9,0.999)' --clip-norm 1.0 --batch-size 32 --num-workers 0
-            --lr-scheduler ofa_polynomial_decay --warmup-ratio 0.06 --dropout 0.0
-            --eval-acc --best-checkpoint-metric score --maximize-best-checkpoint-metric
+            --lr-scheduler ofa_polynomial_decay --warmup-ratio 0.06 --dropout 0.1
+            --eval-acc --best-checkpoint-metric score --maximize-best-checkpoint-metric --validate-interval 1000
             --no-epoch-checkpoints --log-format tqdm --log-interval 20 --seed 1 --cpu)
 
 data_dir() { echo "$DATA_ROOT/$1"; }
