@@ -24,6 +24,7 @@ LR=${PI_LR:-3e-3}
 INTERVALS=(--validate-interval 100000 --save-interval 100000 --validate-interval-updates $((UPDATES / 2 + 1))
            --save-interval-updates $((UPDATES / 2 + 1)) --keep-interval-updates 1)
 PI_JOBS=${PI_JOBS:-2}
+EMB_SAMPLES=${PI_EMB_SAMPLES:-0}   # samples per task embedding (0: the whole training split, as π-Tuning)
 export OMP_NUM_THREADS=${PI_THREADS:-1}
 
 make_demo_data
@@ -79,7 +80,7 @@ embed() {  # VARIANT DATA_NAME
   ofa-task-embedding "$(data_dir "$2")" "${MODEL_ARGS[@]}" --criterion adjust_label_smoothed_cross_entropy \
     --label-smoothing 0.1 --batch-size 32 --num-workers 0 --seed 1 --cpu \
     --finetune-from-model "$foundation" --petl-load "$pi/experts/$1.safetensors" \
-    --task-emb-file-path "$pi/task_emb/$1.safetensors"
+    --task-emb-file-path "$pi/task_emb/$1.safetensors" --fisher-max-samples "$EMB_SAMPLES"
 }
 start=$SECONDS
 for v in "${SOURCES[@]}"; do job "emb_$v" embed "$v" "$v"; done
