@@ -4,7 +4,9 @@ OUT=${OUT:-results/demo}                 # what a person looks at: summaries, pr
 WORK=${WORK:-$OUT/work}                  # data and checkpoints
 DATA_ROOT=$WORK/data
 VARIANTS=(refcoco refcoco+ refcocog largest)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# One thread per process: on a 2-core machine where anything else runs, a 2-thread step waits for a
+# descheduled thread at every parallel region (measured: 5.2 s vs 0.13 s per demo step).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 if [[ "$QUICK" == "1" ]]; then
   N_TRAIN=${N_TRAIN:-96}; N_EVAL=${N_EVAL:-32}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-12}
