@@ -117,7 +117,7 @@ def test_collapse_and_unload_match_the_wrapper(tmp_path, method):
 def test_gradients_reach_logits_and_experts(tmp_path, train_experts):
     opts = METHODS["adapter"]
     paths = make_experts(tmp_path, opts)
-    model = apply_interpolation(petl_model(opts), interp_cfg(paths, interpolation_train_experts=train_experts))
+    model = apply_interpolation(petl_model(opts), interp_cfg(paths, interpolation_freeze_experts=not train_experts))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert "expert_mix.logits" in trainable
     assert all(".original" not in n for n in trainable)
@@ -134,8 +134,8 @@ def test_gradients_reach_logits_and_experts(tmp_path, train_experts):
 
 def test_weights_only_frozen(tmp_path):
     paths = make_experts(tmp_path, METHODS["lora"], k=2)
-    model = apply_interpolation(petl_model(METHODS["lora"]), interp_cfg(paths, interpolation_train_weights=False,
-                                                                       interpolation_train_experts=False))
+    model = apply_interpolation(petl_model(METHODS["lora"]), interp_cfg(paths, interpolation_freeze_weights=True,
+                                                                       interpolation_freeze_experts=True))
     assert not any(p.requires_grad for p in model.parameters())
 
 

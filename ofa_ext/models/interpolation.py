@@ -36,7 +36,6 @@ Composition is data: :class:`ExpertMix` (piece files, logits, strategy, granular
 round-trips through JSON; :func:`current_mix` snapshots a trained model.
 """
 
-from __future__ import annotations
 
 import json
 import logging
@@ -91,11 +90,13 @@ class InterpolationConfig(FairseqDataclass):
     interpolation_granularity: str = field(
         default="model", metadata={"help": "logits per model | layer | slot (π-Tuning) | tensor"}
     )
-    interpolation_train_experts: bool = field(
-        default=True, metadata={"help": "also train the experts (π-Tuning's adapter runs do)"}
+    # "freeze" switches default to False: fairseq turns a bool that defaults to True into a flag
+    # that switches it off, which would make `--interpolation-train-experts` mean the opposite.
+    interpolation_freeze_experts: bool = field(
+        default=False, metadata={"help": "keep the experts fixed (π-Tuning's adapter runs train them)"}
     )
-    interpolation_train_weights: bool = field(
-        default=True, metadata={"help": "train the interpolation logits (π-Tuning --learnable-scale)"}
+    interpolation_freeze_weights: bool = field(
+        default=False, metadata={"help": "keep the interpolation logits fixed (π-Tuning trains them, --learnable-scale)"}
     )
 
 
@@ -293,7 +294,7 @@ def mix_from_config(cfg: Any) -> ExpertMix:
     if c.interpolation_init not in INITS:
         raise ValueError(f"--interpolation-init={c.interpolation_init!r}: expected one of {INITS}")
     return ExpertMix(experts=experts, granularity=c.interpolation_granularity,
-                     train_experts=c.interpolation_train_experts, train_weights=c.interpolation_train_weights)
+                     train_experts=not c.interpolation_freeze_experts, train_weights=not c.interpolation_freeze_weights)
 
 
 def select_top_k(paths: Sequence[str], similarities: Sequence[float], k: int) -> List[int]:

@@ -20,10 +20,8 @@ missing files. The interpolation weights are logged at build, after a load, and 
 metrics `mix_w0..mix_w{K-1}` (mean over groups) at every update.
 """
 
-import dataclasses
 import importlib
 import os
-import typing
 
 import torch
 import logging
@@ -41,18 +39,6 @@ from .petl.config import PETLConfig
 logger = logging.getLogger(__name__)
 
 PETL_SWITCHES = ("adapter", "encoder_prompt", "decoder_prompt", "lora", "bitfit")
-
-
-def _resolve_field_types(dc: type) -> None:
-    """fairseq's option parser needs real field types; a dataclass declared under
-    `from __future__ import annotations` (interpolation.py) stores them as strings."""
-    hints = typing.get_type_hints(dc)
-    for f in dataclasses.fields(dc):
-        if isinstance(f.type, str):
-            f.type = hints[f.name]
-
-
-_resolve_field_types(InterpolationConfig)
 
 
 @dataclass
