@@ -44,3 +44,22 @@ def fairseq_train(data: Path, save_dir: Path, extra: list, cwd: Path) -> subproc
            "--spm-model", str(data / "spm.model"), "--save-dir", str(save_dir), "--cpu",
            *TINY_MODEL_ARGS, *TINY_TRAIN_ARGS, *extra]
     return run(cmd, cwd)
+
+
+def load_for_eval(path, overrides=None):
+    """(model in eval mode, task) of one of our fairseq checkpoints."""
+    from ofa_ext.cli.pieces import load_fairseq_checkpoint
+
+    model, _, task = load_fairseq_checkpoint(str(path), overrides)
+    return model.eval(), task
+
+
+def valid_logits(model, task, n: int = 4):
+    """Logits of the first `n` validation samples: what two models must agree on."""
+    import torch
+
+    task.load_dataset("valid")
+    ds = task.dataset("valid")
+    batch = ds.collater([ds[i] for i in range(n)])
+    with torch.no_grad():
+        return model(**batch["net_input"])[0]

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from e2e_helpers import TINY_MODEL_ARGS, TINY_TRAIN_ARGS, USER_DIR, fairseq_train, make_tiny_grounding_data, run
+from e2e_helpers import (TINY_MODEL_ARGS, TINY_TRAIN_ARGS, USER_DIR, fairseq_train, load_for_eval,
+                         make_tiny_grounding_data, run, valid_logits)
 
 METHODS = {
     "adapter": ["--adapter", "--adapter-dim", "8"],
@@ -30,21 +31,6 @@ def train_method(data, foundation_ckpt, save, flags, extra=()):
                                       "--max-update", "2", "--disable-validation", *flags, *extra], cwd=save.parent)
 
 
-def load_model(path, overrides=None):
-    from ofa_ext.cli.pieces import load_fairseq_checkpoint
-
-    model, cfg, task = load_fairseq_checkpoint(str(path), overrides)
-    return model.eval(), task
-
-
-def outputs(model, task):
-    task.load_dataset("valid")
-    ds = task.dataset("valid")
-    batch = ds.collater([ds[i] for i in range(4)])
-    with torch.no_grad():
-        return model(**batch["net_input"])[0]
-
-
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_method_trains_exports_and_reloads(method, foundation, tmp_path):
     data, base = foundation
@@ -55,13 +41,13 @@ def test_method_trains_exports_and_reloads(method, foundation, tmp_path):
     proc = run([sys.executable, "-m", "ofa_ext.cli.pieces", "export", str(save / "checkpoint_last.pt"), str(pieces)],
                cwd=tmp_path)
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    tuned, task = load_model(save / "checkpoint_last.pt")
+    tuned, task = load_for_eval(save / "checkpoint_last.pt")
     total = sum(p.numel() for p in tuned.parameters())
     assert 0 < info["params"] < 0.05 * total, info
 
     # a fresh backbone (the foundation) + --petl-load gives the tuned model's outputs
-    reloaded, _ = load_model(base, {"petl_load": str(pieces)})
-    assert torch.equal(outputs(reloaded, task), outputs(tuned, task))
+    reloaded, _ = load_for_eval(base, {"petl_load": str(pieces)})
+    assert torch.equal(valid_logits(reloaded, task), valid_logits(tuned, task))
 
 
 def test_two_process_lora_run(foundation, tmp_path):

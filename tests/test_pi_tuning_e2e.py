@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from e2e_helpers import TINY_MODEL_ARGS, USER_DIR, fairseq_train, make_tiny_grounding_data, run
+from e2e_helpers import (TINY_MODEL_ARGS, USER_DIR, fairseq_train, load_for_eval, make_tiny_grounding_data, run,
+                         valid_logits)
 
 ADAPTER = {"adapter": True, "adapter_dim": 8}
 METHODS = {
@@ -21,26 +22,11 @@ METHODS = {
 }
 
 
-def load(path, overrides=None):
-    from ofa_ext.cli.pieces import load_fairseq_checkpoint
-
-    model, cfg, task = load_fairseq_checkpoint(str(path), overrides)
-    return model.eval(), task
-
-
-def outputs(model, task):
-    task.load_dataset("valid")
-    ds = task.dataset("valid")
-    batch = ds.collater([ds[i] for i in range(4)])
-    with torch.no_grad():
-        return model(**batch["net_input"])[0]
-
-
 def make_expert(foundation, out, task_name, opts, seed):
     """A piece file: the foundation with PETL pieces moved off their initial values."""
     from ofa_ext.models.petl import save_pieces
 
-    model, _ = load(foundation, dict(opts))
+    model, _ = load_for_eval(foundation, dict(opts))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -113,7 +99,7 @@ def test_interpolation_run_logs_weights_reloads_and_collapses(setup, tmp_path):
 
     for p in local:  # the evaluation machine has no expert files
         p.unlink()
-    interp, task = load(ckpt)
+    interp, task = load_for_eval(ckpt)
     assert interp.absent_experts and hasattr(interp, "expert_mix")
     w = interp.expert_mix.weights().detach()[0]
     assert abs(float(w[0]) - 0.75) > 1e-4  # the weights trained
@@ -128,8 +114,8 @@ def test_interpolation_run_logs_weights_reloads_and_collapses(setup, tmp_path):
     tensors, meta = read_piece_file(str(out))
     assert meta["methods"] == ["adapter"] and meta["task"] == "target"
     assert meta["extra"]["mix_weights"] == pytest.approx(w.tolist(), abs=1e-6)
-    reloaded, _ = load(foundation, {"petl_load": str(out)})
-    assert torch.equal(outputs(reloaded, task), outputs(interp, task))
+    reloaded, _ = load_for_eval(foundation, {"petl_load": str(out)})
+    assert torch.equal(valid_logits(reloaded, task), valid_logits(interp, task))
     with pytest.raises(SystemExit, match="collapse"):
         pieces(["export", str(ckpt), str(tmp_path / "x.safetensors")])
 
@@ -144,15 +130,15 @@ def test_every_method_builds_from_the_backbone_and_collapses(setup, tmp_path, me
     data, root, foundation, _ = setup
     opts = METHODS[method]
     paths = [make_expert(foundation, tmp_path / f"{method}{k}.safetensors", f"{method}{k}", opts, k) for k in range(2)]
-    model, task = load(foundation, {**opts, "interpolation_experts": ",".join(paths), "interpolation_init": "logits",
+    model, task = load_for_eval(foundation, {**opts, "interpolation_experts": ",".join(paths), "interpolation_init": "logits",
                                     "interpolation_logits": "0.3,-0.2", "interpolation_granularity": "slot"})
-    mixed = outputs(model, task)
+    mixed = valid_logits(model, task)
     unload_interpolation(model)
     save_pieces(model, str(tmp_path / "c.safetensors"), arch="ofa_nano")
-    reloaded, _ = load(foundation, {"petl_load": str(tmp_path / "c.safetensors")})
-    assert torch.equal(outputs(reloaded, task), mixed)
-    single, _ = load(foundation, {"petl_load": paths[0]})
-    assert not torch.equal(outputs(single, task), mixed)
+    reloaded, _ = load_for_eval(foundation, {"petl_load": str(tmp_path / "c.safetensors")})
+    assert torch.equal(valid_logits(reloaded, task), mixed)
+    single, _ = load_for_eval(foundation, {"petl_load": paths[0]})
+    assert not torch.equal(valid_logits(single, task), mixed)
 
 
 def test_start_up_errors(setup, tmp_path):
@@ -169,12 +155,12 @@ def test_start_up_errors(setup, tmp_path):
         run(cmd, cwd=tmp_path)
 
     def build(**over):
-        return load(foundation, {**ADAPTER, **over})
+        return load_for_eval(foundation, {**ADAPTER, **over})
 
     with pytest.raises(ValueError, match=r"top-k=3 is larger than the number of experts \(2"):
         build(interpolation_experts=",".join(experts), interpolation_top_k=3, interpolation_similarities="1,0.5")
     with pytest.raises(ValueError, match="needs the experts' PETL options.*--adapter --adapter-dim 8"):
-        load(foundation, {"interpolation_experts": ",".join(experts)})
+        load_for_eval(foundation, {"interpolation_experts": ",".join(experts)})
     with pytest.raises(ValueError, match="adapter_dim: experts 8 vs command line 4"):
         build(adapter_dim=4, interpolation_experts=",".join(experts))
     with pytest.raises(ValueError, match="exclude each other"):
