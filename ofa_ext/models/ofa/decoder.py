@@ -15,14 +15,8 @@ from torch import Tensor, nn
 from .attention import IncrementalState
 from .drop_path import linear_rates
 from .position_bias import abs_position_bias, token_rel_bias
-from .encoder import TOKEN_BUCKET_MAX_POSITION
 from .layers import DecoderLayer
-from .positions import (
-    make_code_image_position_idx,
-    make_image_bucket_position,
-    make_token_bucket_position,
-    num_image_relative_buckets,
-)
+from .positions import make_code_image_position_idx, num_image_relative_buckets, register_bucket_buffers
 
 
 class OFADecoder(FairseqIncrementalDecoder):
@@ -42,11 +36,7 @@ class OFADecoder(FairseqIncrementalDecoder):
         self.dropout = cfg.dropout
         self.pos_scaling = float(C / H * cfg.attn_scale_factor) ** -0.5
 
-        self.register_buffer("version", torch.full((1,), 3.0))
-        self.register_buffer(
-            "token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size, TOKEN_BUCKET_MAX_POSITION)
-        )
-        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size))
+        register_bucket_buffers(self, cfg.token_bucket_size, cfg.image_bucket_size)
         self.register_buffer(
             "image_position_idx",
             make_code_image_position_idx(cfg.code_image_size // 8, cfg.image_bucket_size, cfg.max_target_positions + 2),

@@ -12,15 +12,8 @@ from torch import Tensor, nn
 from .drop_path import linear_rates
 from .position_bias import abs_position_bias, image_rel_bias, token_rel_bias
 from .layers import EncoderLayer
-from .positions import (
-    image_position_ids,
-    make_image_bucket_position,
-    make_token_bucket_position,
-    num_image_relative_buckets,
-)
+from .positions import image_position_ids, num_image_relative_buckets, register_bucket_buffers
 from .resnet import build_resnet
-
-TOKEN_BUCKET_MAX_POSITION = 1024  # OFA builds the text bucket table at this size whatever the config
 
 
 def _ln(enabled: bool, dim: int) -> Optional[nn.LayerNorm]:
@@ -42,11 +35,7 @@ class OFAEncoder(FairseqEncoder):
         self.image_bucket_size = cfg.image_bucket_size
         self.pos_scaling = float(C / H * cfg.attn_scale_factor) ** -0.5
 
-        self.register_buffer("version", torch.full((1,), 3.0))
-        self.register_buffer(
-            "token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size, TOKEN_BUCKET_MAX_POSITION)
-        )
-        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size))
+        register_bucket_buffers(self, cfg.token_bucket_size, cfg.image_bucket_size)
 
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = _ln(cfg.layernorm_embedding, C)

@@ -78,3 +78,15 @@ def make_code_image_position_idx(code_window: int, bucket_size: int, length: int
     out[0] = 0
     out[1 : 1 + ids.numel()] = ids
     return out
+
+
+# OFA builds the text bucket table at this size whatever the config.
+TOKEN_BUCKET_MAX_POSITION = 1024
+
+
+def register_bucket_buffers(module: torch.nn.Module, token_bucket_size: int, image_bucket_size: int) -> None:
+    """The buffers every OFA encoder and decoder carries, in the official state-dict order:
+    `version` (fairseq's 3.0), `token_rp_bucket` and `image_rp_bucket`."""
+    module.register_buffer("version", torch.full((1,), 3.0))
+    module.register_buffer("token_rp_bucket", make_token_bucket_position(token_bucket_size, TOKEN_BUCKET_MAX_POSITION))
+    module.register_buffer("image_rp_bucket", make_image_bucket_position(image_bucket_size))
