@@ -69,7 +69,7 @@ def collapse(args) -> dict:
     import dataclasses
 
     from ..models.interpolation import MIX_ATTR, current_mix, unload_interpolation
-    from ..models.registered import mean_mix_weights
+    from ..models.interpolation_options import mean_mix_weights
 
     model, cfg = _petl_model(args.checkpoint)
     if getattr(model, MIX_ATTR, None) is None:
