@@ -48,7 +48,7 @@ def fairseq_train(data: Path, save_dir: Path, extra: list, cwd: Path) -> subproc
 
 def load_for_eval(path, overrides=None):
     """(model in eval mode, task) of one of our fairseq checkpoints."""
-    from ofa_ext.cli.pieces import load_fairseq_checkpoint
+    from ofa_ext.utils.checkpoints import load_fairseq_checkpoint
 
     model, _, task = load_fairseq_checkpoint(str(path), overrides)
     return model.eval(), task

@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,6 +18,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
+from ..utils.checkpoints import load_fairseq_checkpoint
 from ..utils.files import atomic_write_text
 from ..utils.options import parse_json_dict
 
@@ -59,19 +59,12 @@ def file_sha256(path: str) -> str:
 
 def load_for_evaluation(path: str, data: str, overrides: dict):
     """Model (eval mode) and refcoco task from a checkpoint, with `data` as the task's data."""
-    from fairseq import checkpoint_utils
-
-    import ofa_ext  # noqa: F401  (registrations)
-
-    if not os.path.isfile(path):
-        raise SystemExit(f"ofa-evaluate: checkpoint not found: {path}")
     data_path = Path(data)
-    arg_overrides = dict(overrides)
-    arg_overrides["data"] = str(data_path.parent if data_path.is_file() else data_path)
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=arg_overrides)
+    arg_overrides = dict(overrides, data=str(data_path.parent if data_path.is_file() else data_path))
+    model, cfg, task = load_fairseq_checkpoint(path, arg_overrides)
     if task.__class__.__name__ != "RefcocoTask":
         raise SystemExit(f"ofa-evaluate: {path} was trained for task {cfg.task._name!r}; expected 'refcoco'")
-    return models[0].eval(), cfg, task
+    return model.eval(), cfg, task
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -17,17 +17,7 @@ import os
 import sys
 from typing import Optional
 
-
-def load_fairseq_checkpoint(path: str, overrides: Optional[dict] = None):
-    """(model, cfg, task) of one of our fairseq checkpoints, on the CPU."""
-    from fairseq import checkpoint_utils
-
-    import ofa_ext  # noqa: F401  (registrations)
-
-    if not os.path.isfile(path):
-        raise SystemExit(f"ofa-pieces: checkpoint not found: {path}")
-    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides or {})
-    return models[0], cfg, task
+from ..utils.checkpoints import load_fairseq_checkpoint
 
 
 def _petl_model(path: str):

@@ -19,6 +19,8 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..utils.files import atomic_path
+
 logger = logging.getLogger(__name__)
 
 _CHUNK = 4 << 20
@@ -115,16 +117,11 @@ def load_line_index(path: Path, separator: str = "\t", use_cache: bool = True) -
             logger.warning("ignoring unreadable TSV index %s: %s", cache, exc)
     index = scan_lines(path, separator.encode())
     if use_cache and _folder_writable(path.parent):
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with atomic_path(cache) as tmp, open(tmp, "wb") as f:
                 np.savez(f, key=key, starts=index.starts, ends=index.ends, ncols=index.ncols)
-            os.replace(tmp, cache)
         except OSError:  # read-only folder: keep the index in memory only
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            pass
     return index
 
 

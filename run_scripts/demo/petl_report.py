@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ofa_ext.cli.pieces import load_fairseq_checkpoint
+from ofa_ext.utils.checkpoints import load_fairseq_checkpoint
 from ofa_ext.models.petl import trainable_summary
 
 
