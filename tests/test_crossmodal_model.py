@@ -179,5 +179,5 @@ def test_too_many_tokens_for_the_body(bert_dir, tmp_path):
     data = make_data(tmp_path / "d", x_shape=(1, 97))  # a prime length: stack_num 1 -> 97 tokens
     with pytest.raises(ValueError, match="lower --target-seq-len"):
         build(data, bert_dir, target_seq_len=100)
-    with pytest.raises(ValueError, match=r"--body 'clip:x': expected minilm, hf:DIR or ofa:CHECKPOINT.pt"):
+    with pytest.raises(ValueError, match=r"--body: body spec 'clip:x': expected"):
         build(data, bert_dir, body="clip:x")
