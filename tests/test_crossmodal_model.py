@@ -181,3 +181,14 @@ def test_too_many_tokens_for_the_body(bert_dir, tmp_path):
         build(data, bert_dir, target_seq_len=100)
     with pytest.raises(ValueError, match=r"--body: body spec 'clip:x': expected"):
         build(data, bert_dir, body="clip:x")
+
+
+def test_ofa_encoder_body_brings_its_own_positions(tmp_path):
+    task = CrossmodalFinetuneTask.setup_task(CrossmodalFinetuneConfig(data=str(make_data(tmp_path / "d")),
+                                                                      num_classes=3))
+    torch.manual_seed(0)
+    model = CrossmodalModel.build_model(CrossmodalModelConfig(body="ofa:ofa_nano#text", target_seq_len=6), task)
+    ln = model.body.encoder.layernorm_embedding
+    assert model.embedder.positions is None  # OFA adds position biases inside its layers
+    assert torch.equal(model.embedder.norm.weight, ln.weight) and model.embedder.norm.eps == ln.eps
+    assert model(torch.randn(3, 2, 12)).shape == (3, 3)

