@@ -192,3 +192,21 @@ def test_ofa_encoder_body_brings_its_own_positions(tmp_path):
     assert model.embedder.positions is None  # OFA adds position biases inside its layers
     assert torch.equal(model.embedder.norm.weight, ln.weight) and model.embedder.norm.eps == ln.eps
     assert model(torch.randn(3, 2, 12)).shape == (3, 3)
+
+
+def test_piece_file_holds_pieces_embedder_and_head(bert_dir, tmp_path):
+    from ofa_ext.models.petl import load_pieces, save_pieces
+
+    data = make_data(tmp_path / "d")
+    trained, _ = build(data, bert_dir, lora=True, lora_r=2)
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))  # stands in for training
+    path = str(tmp_path / "pieces.safetensors")
+    save_pieces(trained, path, arch="crossmodal_model", task="toy")
+    fresh, _ = build(data, bert_dir, lora=True, lora_r=2)
+    x = torch.randn(3, 2, 12)
+    assert not torch.allclose(fresh.eval()(x), trained.eval()(x))
+    load_pieces(fresh, path)
+    torch.testing.assert_close(fresh(x), trained(x), rtol=0, atol=0)
