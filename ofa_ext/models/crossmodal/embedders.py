@@ -18,7 +18,6 @@ no-copy branch: truncated normal(0.02) weights, LayerNorm (1, 0).
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -27,8 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .init_parts import InitParts
-
-logger = logging.getLogger(__name__)
 
 
 def stack_num(length: int, target_seq_len: int) -> int:
