@@ -103,9 +103,9 @@ class Body(nn.Module):
         """(B, T, d) embeddings → (B, T', d_out) hidden states of the caller's own positions."""
         if embeds.dim() != 3 or embeds.shape[-1] != self.width:
             raise ValueError(f"{self.kind}: embeddings of shape (B, T, {self.width}) expected, got {tuple(embeds.shape)}")
-        if padding_mask is not None and padding_mask.shape != embeds.shape[:2]:
-            raise ValueError(f"{self.kind}: padding_mask of shape {tuple(embeds.shape[:2])} expected, "
-                             f"got {tuple(padding_mask.shape)}")
+        if padding_mask is not None and (padding_mask.shape != embeds.shape[:2] or padding_mask.dtype != torch.bool):
+            raise ValueError(f"{self.kind}: padding_mask must be bool of shape {tuple(embeds.shape[:2])} with True = pad "
+                             f"(the opposite of an HF attention mask), got {padding_mask.dtype} {tuple(padding_mask.shape)}")
         if embeds.shape[1] > self.max_length:
             raise ValueError(f"{self.kind}: {embeds.shape[1]} tokens exceed the body's maximum length {self.max_length}")
         prompt_length = 0

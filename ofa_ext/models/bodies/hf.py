@@ -284,7 +284,10 @@ def load_hf_body(path: str, tower: Optional[str] = None, random_init: bool = Fal
     if tower is not None and model_type != "clip":
         raise ValueError(f"hf:{path}#{tower}: towers exist only for CLIP models, this is {model_type!r}")
     model = AutoModel.from_config(config) if random_init else AutoModel.from_pretrained(path, local_files_only=True)
-    model.eval()
+    return _wrap(model, model_type, tower, path).eval()
+
+
+def _wrap(model: nn.Module, model_type: str, tower: Optional[str], path: str) -> HFBody:
     if model_type in ("bert", "roberta", "xlm-roberta"):
         return BertFamilyBody(model, model_type, pooling=_sentence_pooling(path))
     if model_type == "vit":
