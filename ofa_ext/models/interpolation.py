@@ -654,27 +654,62 @@ def _use_expert_options(model: nn.Module, mix: ExpertMix) -> None:
                 m.dropout.p = rate if rate is not None else _drop_path_rate(model.get_submodule(name.rpartition(".")[0]))
 
 
-def check_mixing_format(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
-    """Refuse a checkpoint whose mix was trained with another ``--interpolation-mixing``.
+def _uninstall(model: nn.Module) -> ExpertMix:
+    """Undo :func:`apply_interpolation` without mixing: the pieces get back their own values."""
+    from .petl.lora import LoRALinear
+    from .petl.prefix import PromptEncoder
 
-    Checkpoints written before that option existed have no ``expert_mix.mixing`` and mix
-    parameters; they load into a model built with ``interpolation_mixing=parameters`` (the key is
-    then filled in). A state dict without a mix (a backbone) passes unchanged."""
+    mix = _mix_of(model)
+    for module_name, pname, _, _ in mix.targets:
+        module = model.get_submodule(module_name)
+        parametrize.remove_parametrizations(module, pname, leave_parametrized=False)
+        getattr(module, pname).requires_grad_(True)
+    for module_name, pname, _ in mix.tied:  # the aliases share the same original Parameter
+        parametrize.remove_parametrizations(model.get_submodule(module_name), pname, leave_parametrized=False)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.use_expert_dropouts(None)
+        elif isinstance(m, PromptEncoder):
+            m.mix_experts(None)
+    for h in mix.hooks:
+        h.remove()
+    del model._modules[MIX_ATTR]
+    optional = getattr(model, "optional_state_keys", None)
+    if isinstance(optional, set):
+        optional.difference_update({k for k in optional if k.startswith(MIX_ATTR) or ".parametrizations." in k})
+    return mix.spec
+
+
+def set_mixing(model: nn.Module, mixing: str) -> nn.Module:
+    """Rebuild the model's mix with another ``mixing`` (same experts and granularity; the slots hold
+    the model's own pieces and uniform weights until a state dict fills them)."""
+    spec = _uninstall(model)
+    own = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    options = spec.expert_options
+    if mixing == "parameters" and any(o != options[0] for o in options):
+        options = []  # one module per site: the model's own dropouts
+    spec = replace(spec, mixing=mixing, logits=[], expert_options=options)
+    return apply_interpolation(model, spec, experts=[own] * len(spec.experts))
+
+
+def adopt_checkpoint_mixing(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """Read a checkpoint with the mixing it was trained with (``expert_mix.mixing``).
+
+    Checkpoints written before ``--interpolation-mixing`` existed have no such key and mix
+    parameters. When the model was built with the other mixing, its mix is rebuilt (a warning
+    says so) and the state dict then fills it; a state dict without a mix (a backbone) passes."""
     mix = _mix_of(model)
     if f"{MIX_ATTR}.logits" not in state_dict:
         return state_dict
-    mine = mix.spec.mixing
-    if MIXING_KEY not in state_dict:
-        if mine != "parameters":
-            raise ValueError("this interpolation checkpoint predates --interpolation-mixing and mixes parameters "
-                             f"(Σ_k w_k θ_k), but the model was built with --interpolation-mixing {mine}: rebuild it "
-                             "with interpolation_mixing=parameters (ofa-evaluate / ofa-pieces: --model-overrides "
-                             "'{\"interpolation_mixing\": \"parameters\"}')")
-        return {**state_dict, MIXING_KEY: mix.mixing.detach().clone()}
-    theirs = MIXINGS[int(state_dict[MIXING_KEY])]
-    if theirs != mine:
-        raise ValueError(f"this interpolation checkpoint was trained with --interpolation-mixing {theirs}, the model "
-                         f"was built with {mine}: rebuild it with interpolation_mixing={theirs}")
+    legacy = MIXING_KEY not in state_dict
+    theirs = "parameters" if legacy else MIXINGS[int(state_dict[MIXING_KEY])]
+    if theirs != mix.spec.mixing:
+        logger.warning("the checkpoint's experts are mixed with --interpolation-mixing %s%s, the model was built with "
+                       "%s: rebuilding the mix as the checkpoint's", theirs,
+                       " (written before that option existed)" if legacy else "", mix.spec.mixing)
+        set_mixing(model, theirs)
+    if legacy:
+        state_dict = {**state_dict, MIXING_KEY: _mix_of(model).mixing.detach().clone()}
     return state_dict
 
 
@@ -706,7 +741,8 @@ from .interpolation_collapse import collapse, collapsed_petl_config, lora_delta_
 
 __all__ = [
     "ExpertInterpolation", "ExpertMix", "ExpertStack", "GRANULARITIES", "INITS", "InterpolationConfig", "LoRAExpertBlocks",
-    "MIXINGS", "MixWeights", "apply_interpolation", "check_mixing_format", "collapse", "collapsed_petl_config",
+    "MIXINGS", "MixWeights", "adopt_checkpoint_mixing", "apply_interpolation", "collapse", "collapsed_petl_config",
     "current_mix", "current_weights", "expert_names", "expert_options", "load_experts", "lora_delta_weights",
-    "mix_from_config", "read_similarities", "select_top_k", "similarity_logits", "unload_interpolation",
+    "mix_from_config", "read_similarities", "select_top_k", "set_mixing", "similarity_logits",
+    "unload_interpolation",
 ]
