@@ -41,10 +41,11 @@ def petl_model(opts, seed=0):
     return apply_petl(model, PETLConfig(**opts)).eval()
 
 
-def make_experts(tmp_path, opts, k=3, tasks=("refcoco", "refcocoplus", "refcocog", "extra")):
+def make_experts(tmp_path, opts, k=3, tasks=("refcoco", "refcocoplus", "refcocog", "extra"), per_expert=None):
+    """k piece files of perturbed pieces; ``per_expert[i]``: options only expert i was trained with."""
     paths = []
     for i in range(k):
-        m = petl_model(opts)
+        m = petl_model({**opts, **(per_expert[i] if per_expert else {})})
         g = torch.Generator().manual_seed(100 + i)
         with torch.no_grad():
             for p in m.parameters():

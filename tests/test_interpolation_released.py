@@ -9,41 +9,21 @@ from torch import nn
 
 from ofa_ext.models.interpolation import InterpolationConfig, apply_interpolation, collapse, lora_delta_weights
 from ofa_ext.models.interpolation_options import petl_flags
-from ofa_ext.models.petl import PETLConfig, apply_petl, read_piece_file, save_pieces
+from ofa_ext.models.petl import read_piece_file
 from ofa_ext.models.petl.adapter import Adapter
 from ofa_ext.models.petl.lora import LoRALinear
 from ofa_ext.models.petl.prefix import PrefixProvider, PromptEncoder
 from ofa_ext.models.petl.toy import ToyOFA
+from test_interpolation import batch, petl_model
+from test_interpolation import make_experts as toy_experts
 
 LORA = dict(lora=True, lora_r=2, lora_targets="q_proj,v_proj,fc1")
 PREFIX = dict(encoder_prompt=True, decoder_prompt=True, encoder_prompt_length=3, decoder_prompt_length=2)
 
 
-def petl_model(opts):
-    torch.manual_seed(0)  # the same backbone every time
-    return apply_petl(ToyOFA(vocab=30, embed_dim=16, heads=2, ffn=32, layers=2), PETLConfig(**opts))
-
-
 def make_experts(tmp_path, opts, per_expert):
     """One piece file per entry of ``per_expert`` (options that differ between the experts)."""
-    paths = []
-    for i, extra in enumerate(per_expert):
-        m = petl_model({**opts, **extra})
-        g = torch.Generator().manual_seed(100 + i)
-        with torch.no_grad():
-            for p in m.parameters():
-                if p.requires_grad:
-                    p.add_(0.3 * torch.randn(p.shape, generator=g))
-        paths.append(str(tmp_path / f"expert{i}.safetensors"))
-        save_pieces(m, paths[-1], arch="toy", task=f"t{i}")
-    return paths
-
-
-def batch():
-    g = torch.Generator().manual_seed(7)
-    src = torch.randint(2, 30, (3, 6), generator=g)
-    src[1, -2:] = 1
-    return src, torch.randint(2, 30, (3, 4), generator=g)
+    return toy_experts(tmp_path, opts, k=len(per_expert), per_expert=per_expert)
 
 
 def mixed(opts, paths, **kw):
