@@ -137,7 +137,8 @@ class ExpertMix:
     """Which piece files are mixed, with which (initial or learned) logits, and how.
 
     ``logits`` is one K-list used for every group, or ``{group: K-list}`` for per-group values
-    (what :func:`current_mix` returns for granularities other than ``model``).
+    (what :func:`current_mix` returns for granularities other than ``model``). JSON without
+    ``mixing`` reads as ``pi_tuning``; mixes recorded before that field existed were ``parameters``.
     """
 
     experts: List[str]
