@@ -96,16 +96,18 @@ def test_a_checkpoint_loads_with_the_mixing_it_was_trained_with(experts):
     model built with the other mixing rebuilds its mix as the checkpoint's (fairseq fills a stored
     config's missing option with the new default, and overrides cannot reach missing keys)."""
     s = sample()
-    parameters = apply_interpolation(nano(), ExpertMix(experts=experts, logits=[0.4, -0.3], mixing="parameters"))
-    released = apply_interpolation(nano(), ExpertMix(experts=experts, logits=[0.4, -0.3]))
+    parameters = apply_interpolation(nano(), ExpertMix(experts=experts, logits=[0.4, -0.3], mixing="parameters", granularity="slot"))
+    released = apply_interpolation(nano(), ExpertMix(experts=experts, logits=[0.4, -0.3], granularity="slot"))
     assert not torch.allclose(logits(parameters, s), logits(released, s), rtol=1e-4, atol=1e-4)
+    # other groups: pi_tuning's prefix rows are its layers' self_attn slots, parameters' one per table
+    assert released.expert_mix.logits.shape[0] != parameters.expert_mix.logits.shape[0]
     old = {k: v for k, v in parameters.state_dict().items() if k != MIXING_KEY}  # what ofa_ext wrote before
     for start in ("parameters", "pi_tuning"):
-        again = apply_interpolation(nano(), ExpertMix(experts=experts, mixing=start))
+        again = apply_interpolation(nano(), ExpertMix(experts=experts, mixing=start, granularity="slot"))
         again.load_state_dict(old, strict=True)
         assert again.expert_mix.spec.mixing == "parameters" and int(again.expert_mix.mixing) == 1
         assert torch.equal(logits(again, s), logits(parameters, s)), start
-    again = apply_interpolation(nano(), ExpertMix(experts=experts, mixing="parameters"))
+    again = apply_interpolation(nano(), ExpertMix(experts=experts, mixing="parameters", granularity="slot"))
     again.load_state_dict(released.state_dict(), strict=True)
     assert again.expert_mix.spec.mixing == "pi_tuning"
     assert torch.equal(logits(again, s), logits(released, s))
