@@ -1,5 +1,6 @@
-"""Expert interpolation on the toy PETL model: one-hot = that expert, gradients, collapse = wrapper,
-composition as data, checkpoints, errors."""
+"""Expert interpolation on the toy PETL model, both mixings: one-hot = that expert, gradients,
+collapse = wrapper, composition as data, checkpoints, errors. (π-Tuning's mixing against a
+per-expert loop: test_interpolation_released.py.)"""
 
 import json
 import math
@@ -13,6 +14,7 @@ from ofa_ext.models.interpolation import (
     InterpolationConfig,
     apply_interpolation,
     collapse,
+    collapsed_petl_config,
     current_mix,
     current_weights,
     similarity_logits,
@@ -30,16 +32,20 @@ METHODS = {
 }
 
 
+MIXINGS = ("pi_tuning", "parameters")
+
+
 def petl_model(opts, seed=0):
     torch.manual_seed(seed)  # same backbone for every call
     model = ToyOFA(vocab=30, embed_dim=16, heads=2, ffn=32, layers=2)
     return apply_petl(model, PETLConfig(**opts)).eval()
 
 
-def make_experts(tmp_path, opts, k=3, tasks=("refcoco", "refcocoplus", "refcocog", "extra")):
+def make_experts(tmp_path, opts, k=3, tasks=("refcoco", "refcocoplus", "refcocog", "extra"), per_expert=None):
+    """k piece files of perturbed pieces; ``per_expert[i]``: options only expert i was trained with."""
     paths = []
     for i in range(k):
-        m = petl_model(opts)
+        m = petl_model({**opts, **(per_expert[i] if per_expert else {})})
         g = torch.Generator().manual_seed(100 + i)
         with torch.no_grad():
             for p in m.parameters():
@@ -65,34 +71,57 @@ def interp_cfg(paths, **kw):
     return cfg
 
 
+@pytest.mark.parametrize("mixing", MIXINGS)
 @pytest.mark.parametrize("method", METHODS)
-def test_one_hot_weights_equal_that_expert(tmp_path, method):
+def test_one_hot_weights_equal_that_expert(tmp_path, method, mixing):
     paths = make_experts(tmp_path, METHODS[method])
     src, prev = batch()
     for j, path in enumerate(paths):
         logits = ",".join("0" if i == j else "-inf" for i in range(3))
-        model = apply_interpolation(petl_model(METHODS[method]), interp_cfg(paths, interpolation_init="logits", interpolation_logits=logits))
+        model = apply_interpolation(petl_model(METHODS[method]), interp_cfg(
+            paths, interpolation_init="logits", interpolation_logits=logits, interpolation_mixing=mixing))
         assert torch.equal(current_weights(model), torch.eye(3)[j])
         ref = petl_model(METHODS[method])
         load_pieces(ref, path)
-        assert torch.equal(model(src, prev), ref(src, prev)), (method, j)
+        if method == "lora" and mixing == "pi_tuning":  # K·r columns, zeros for the others: other sum order
+            torch.testing.assert_close(model(src, prev), ref(src, prev), rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(model(src, prev), ref(src, prev)), (method, j)
 
 
+def expected_collapse(name, experts, w, mixing, model):
+    """The collapsed value of piece ``name`` computed from the files alone."""
+    if mixing == "pi_tuning" and name.endswith(".lora_A"):
+        return torch.cat([e[name] for e in experts])  # [K·r, in]
+    if mixing == "pi_tuning" and name.endswith(".lora_B"):
+        g = next(g for m, p, g, _ in model.expert_mix.targets if f"{m}.{p}" == name)
+        return torch.cat([model.expert_mix.weights()[g][k].detach() * e[name] for k, e in enumerate(experts)], 1)
+    return sum(w[k] * experts[k][name] for k in range(len(experts)))
+
+
+@pytest.mark.parametrize("mixing", MIXINGS)
 @pytest.mark.parametrize("method", METHODS)
-def test_collapse_and_unload_match_the_wrapper(tmp_path, method):
+def test_collapse_and_unload_match_the_wrapper(tmp_path, method, mixing):
     opts = METHODS[method]
     paths = make_experts(tmp_path, opts)
-    model = apply_interpolation(petl_model(opts), interp_cfg(paths, interpolation_init="logits", interpolation_logits="0.3,-1,0.9"))
+    model = apply_interpolation(petl_model(opts), interp_cfg(paths, interpolation_init="logits", interpolation_logits="0.3,-1,0.9",
+                                                             interpolation_mixing=mixing, interpolation_granularity="slot"))
     src, prev = batch()
     out = model(src, prev)
     pieces = collapse(model)
+    cfg = collapsed_petl_config(model)
     tensors, _ = read_piece_file(paths[0])
     assert set(pieces) == set(tensors)
     w = current_weights(model)
     experts = [read_piece_file(p)[0] for p in paths]
-    for name, t in pieces.items():  # independent: the weighted sum of the files
-        torch.testing.assert_close(t, sum(w[k] * experts[k][name] for k in range(3)), rtol=1e-6, atol=1e-7)
-    fresh = petl_model(opts)
+    for name, t in pieces.items():  # independent: the files and the weights
+        if mixing == "parameters" or "prompt_encoder" not in name:  # pi_tuning prefixes: per layer, below
+            ww = w if w.dim() == 1 else None
+            if ww is None:
+                g = next(g for m, p, g, _ in model.expert_mix.targets if f"{m}.{p}" == name)
+                ww = w[g]
+            torch.testing.assert_close(t, expected_collapse(name, experts, ww, mixing, model), rtol=1e-6, atol=1e-7)
+    fresh = petl_model({**opts, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha} if "lora" in opts else opts)
     with torch.no_grad():
         for name, t in pieces.items():
             fresh.get_parameter(name).copy_(t)
@@ -103,11 +132,13 @@ def test_collapse_and_unload_match_the_wrapper(tmp_path, method):
     torch.testing.assert_close(model(src, prev), out, rtol=1e-5, atol=1e-6)
     out_path = str(tmp_path / "collapsed.safetensors")
     save_pieces(model, out_path, arch="toy", task="mix")  # a normal piece file
-    saved, _ = read_piece_file(out_path)
+    saved, meta = read_piece_file(out_path)
     assert set(saved) == set(tensors)
-    reloaded = petl_model(opts)
+    reloaded = petl_model({k: getattr(meta["petl_config"], k) for k in opts} | {"lora_alpha": meta["petl_config"].lora_alpha})
     load_pieces(reloaded, out_path)
     torch.testing.assert_close(reloaded(src, prev), out, rtol=1e-5, atol=1e-6)
+    if method == "lora" and mixing == "pi_tuning":
+        assert (meta["petl_config"].lora_r, meta["petl_config"].lora_alpha) == (3 * 2, 3.0)
     if method == "tied_head":
         dec = model.decoder.output_projection.weight
         assert dec is model.encoder.embed_tokens.weight
@@ -203,7 +234,7 @@ def test_state_dict_roundtrip_and_plain_checkpoint_loads(tmp_path):
     res = model.load_state_dict(plain, strict=False)
     assert res.unexpected_keys == []
     assert res.missing_keys and set(res.missing_keys) <= model.optional_state_keys
-    assert all(k == "expert_mix.logits" or k.endswith(".experts") for k in res.missing_keys)
+    assert all(k in ("expert_mix.logits", "expert_mix.mixing") or k.endswith(".experts") for k in res.missing_keys)
     assert torch.equal(model(src, prev), before)
 
 

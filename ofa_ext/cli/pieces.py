@@ -7,8 +7,10 @@
 A piece file is safetensors + JSON metadata (methods, hyper-parameters, base arch, task); it loads
 onto a fresh backbone with `--petl-load PATH`, and π-Tuning reads experts from such files.
 `collapse` turns an expert-interpolation checkpoint (`--interpolation-experts`) into one ordinary
-piece file holding the mixed pieces Σ_k w_k θ_k, so inference costs one expert; the learned mix
-(experts, logits) is recorded under `extra.expert_mix`.
+piece file with the mix's outputs, so inference costs one expert: mixed adapters / biases
+Σ_k w_k θ_k, a LoRA of rank K·r for π-Tuning's LoRA mix Σ_k w_k B_k A_k, one prefix table per stack
+(no projection) for its per-layer prefix mix. The learned mix (experts, logits) is recorded under
+`extra.expert_mix`; the file's `petl_config` is the collapsed one, so `--petl-load` rebuilds it.
 """
 
 import argparse
@@ -18,13 +20,14 @@ import sys
 from typing import Optional
 
 from ..utils.checkpoints import load_fairseq_checkpoint
+from ..utils.options import parse_json_dict
 
 
-def _petl_model(path: str):
-    """(model, cfg, task name) of a PETL checkpoint; exits when it has no pieces."""
+def _petl_model(path: str, overrides: Optional[str] = None):
+    """(model, cfg) of a PETL checkpoint; exits when it has no pieces."""
     from ..models.petl import active_methods
 
-    model, cfg, _ = load_fairseq_checkpoint(path)
+    model, cfg, _ = load_fairseq_checkpoint(path, parse_json_dict(overrides, "--model-overrides"))
     petl_config = getattr(model, "petl_config", None)
     if petl_config is None or not active_methods(petl_config):
         raise SystemExit(f"ofa-pieces: {path} was trained without PETL flags; it has no pieces to export")
@@ -60,8 +63,9 @@ def collapse(args) -> dict:
 
     from ..models.interpolation import MIX_ATTR, current_mix, unload_interpolation
     from ..models.interpolation_options import mean_mix_weights
+    from ..models.petl import active_methods
 
-    model, cfg = _petl_model(args.checkpoint)
+    model, cfg = _petl_model(args.checkpoint, args.model_overrides)
     if getattr(model, MIX_ATTR, None) is None:
         raise SystemExit(f"ofa-pieces: {args.checkpoint} has no expert interpolation "
                          "(trained without --interpolation-experts); use `ofa-pieces export`")
@@ -71,7 +75,10 @@ def collapse(args) -> dict:
     unload_interpolation(model)
     info = _write(model, cfg, args, {"expert_mix": dataclasses.asdict(mix), "mix_weights": weights,
                                      "experts_rebuilt_without_files": rebuilt})
-    info.update(experts=mix.experts, weights=[round(w, 6) for w in weights])
+    info.update(experts=mix.experts, weights=[round(w, 6) for w in weights], mixing=mix.mixing,
+                methods=active_methods(model.petl_config))
+    if model.petl_config.lora:
+        info.update(lora_r=model.petl_config.lora_r, lora_alpha=model.petl_config.lora_alpha)
     print(json.dumps(info))
     return info
 
@@ -100,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint")
     c.add_argument("out", help="output .safetensors file")
     c.add_argument("--task-name", help="task recorded in the file (default: the data folder's name)")
+    c.add_argument("--model-overrides", default="{}",
+                   help="JSON object of stored model options to override, e.g. '{\"interpolation_mixing\": "
+                        "\"parameters\"}' for a checkpoint written before that option")
     c.set_defaults(func=collapse)
     i = sub.add_parser("info", help="describe a piece file")
     i.add_argument("pieces")

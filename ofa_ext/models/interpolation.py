@@ -1,19 +1,24 @@
-"""Expert interpolation (π-Tuning step 3): every piece tensor becomes a learned mix of K experts.
+"""Expert interpolation (π-Tuning step 3): every PETL piece becomes a learned mix of K experts.
 
-For every PETL piece parameter θ of an already-PETL-injected model::
+With w = softmax(logits) (one logits row per group, below) and θ_1 … θ_K the same piece in K
+expert files, ``--interpolation-mixing`` chooses how the experts combine:
 
-    θ = Σ_k w_k · θ_k,        w = softmax(logits)            (one logits row per group)
+* ``pi_tuning`` (default): as π-Tuning's released code (``specs/pi_tuning.md`` §6). LoRA mixes the
+  experts' *updates*, ``Σ_k w_k B_k A_k x`` (K·r columns, each expert with its own input dropout);
+  prefixes mix each expert's keys/values *after its own dropout*, ``Σ_k w_k drop_k(kv_k)``, with one
+  logits row per layer; adapters, BitFit biases and the other pieces mix parameters, ``Σ_k w_k θ_k``,
+  which for an adapter is exactly π-Tuning's mix of the K adapters' linear outputs.
+* ``parameters``: every piece tensor is ``Σ_k w_k θ_k`` (LoRA: ``(Σ w B)(Σ w A)``, one prefix table
+  per stack). Cheaper (rank r, one table); what ofa_ext did before this option existed.
 
-where θ_1 … θ_K are the same tensor in K expert piece files. π-Tuning mixes the *outputs* of K
-adapters (``specs/pi_tuning.md`` §6.1), which for one slot equals an adapter whose parameters are the
-convex combination — so mixing parameters is the same model, K times cheaper. Because only named
-tensors are seen, adapters, LoRA factors, prefix tables and BitFit biases are mixed alike.
-
-Mechanism: ``torch.nn.utils.parametrize`` on each piece parameter. The parametrization holds the K
-stacked experts ``[K, *shape]`` (trainable or frozen) and reads the logits from one
-:class:`MixWeights` module registered on the model as ``expert_mix``; the original tensor stays as a
-frozen, unused ``parametrizations.<name>.original``. A plain (non-interpolated) checkpoint still loads:
-its piece values are routed to ``original``.
+Mechanism: ``torch.nn.utils.parametrize`` on each piece parameter; the parametrization holds the
+K stacked experts ``[K, *shape]`` (trainable or frozen) and reads the logits from one
+:class:`MixWeights` module registered on the model as ``expert_mix``. It returns the mix
+(:class:`ExpertInterpolation`), the K LoRA factors side by side (:class:`LoRAExpertBlocks`:
+``lora_A`` = [A_1; …; A_K], ``lora_B`` = [w_1 B_1 … w_K B_K], so ``LoRALinear`` computes
+``Σ_k w_k B_k A_k x`` unchanged) or the stack itself (:class:`ExpertStack`, prefixes, mixed per layer
+by the ``PromptEncoder``). The original tensor stays as a frozen, unused
+``parametrizations.<name>.original``, so a plain (non-interpolated) checkpoint still loads.
 
 Granularity (how many logits rows):
 
@@ -22,18 +27,26 @@ Granularity (how many logits rows):
 * ``slot``: one per module directly below a layer (``…layers.N.post_attn`` for an adapter slot,
   ``…layers.N.self_attn`` for the LoRA factors of one attention module) — π-Tuning's own
   granularity for adapters and LoRA;
-* ``tensor``: one per tensor.
+* ``tensor``: one per tensor (per LoRA module with ``pi_tuning``).
 
-Tensors outside the layers (prefix tables, final LayerNorm biases) form a group per owning module
-under ``layer``/``slot``.
+With ``pi_tuning`` a prefix's layer l counts as a piece of the attention module it feeds
+(``…layers.l.self_attn``), so ``layer``/``slot`` give π-Tuning's one row per layer. Other tensors
+outside the layers (``parameters`` prefix tables, final LayerNorm biases) form a group per owning
+module under ``layer``/``slot``.
+
+Dropouts and the other options that shape an expert's forward pass (``FORWARD_FIELDS``) are read
+from each expert's piece file: one per expert where the mix keeps the experts apart (LoRA and
+prefixes with ``pi_tuning``), otherwise the experts must agree.
 
 Initial logits: ``uniform`` (all 0, w = 1/K; π-Tuning's all-ones is the same softmax), ``logits``
 (raw values, π-Tuning's ``--init-scale``) or ``similarity``: ``logits_k = log(s_k) / T`` so that
 ``w_k ∝ s_k^(1/T)`` (T = 1: weights = normalised similarities; T → 0: the most similar expert only).
 The temperature is used only to initialise.
 
-Composition is data: :class:`ExpertMix` (piece files, logits, strategy, granularity, training flags)
-round-trips through JSON; :func:`current_mix` snapshots a trained model.
+Composition is data: :class:`ExpertMix` (piece files, logits, strategy, mixing, granularity,
+training flags, the experts' forward options) round-trips through JSON; :func:`current_mix`
+snapshots a trained model. :func:`collapse` / :func:`unload_interpolation`
+(``interpolation_collapse.py``) turn a mix into one ordinary piece set with the same outputs.
 """
 
 
@@ -53,6 +66,7 @@ from torch.nn.utils import parametrize
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("interpolate",)
+MIXINGS = ("pi_tuning", "parameters")
 INITS = ("uniform", "similarity", "logits")
 GRANULARITIES = ("model", "layer", "slot", "tensor")
 _GROUP_PATTERNS = {
@@ -60,6 +74,7 @@ _GROUP_PATTERNS = {
     "slot": re.compile(r"(?:encoder|decoder)\.layers\.\d+\.[^.]+"),
 }
 MIX_ATTR = "expert_mix"
+MIXING_KEY = f"{MIX_ATTR}.mixing"  # state-dict buffer: index into MIXINGS
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -86,6 +101,12 @@ class InterpolationConfig(FairseqDataclass):
     )
     interpolation_top_k: int = field(
         default=0, metadata={"help": "keep only the k experts most similar to the target (0: all listed)"}
+    )
+    interpolation_mixing: str = field(
+        default="pi_tuning",
+        metadata={"help": "pi_tuning: as π-Tuning's code (LoRA Σ_k w_k B_k A_k; prefixes mixed per layer after each "
+                          "expert's dropout; adapters/biases by parameters, the same thing); parameters: every piece "
+                          "tensor Σ_k w_k θ_k (LoRA (Σ wB)(Σ wA), one prefix table; cheaper; ofa_ext before this option)"},
     )
     interpolation_granularity: str = field(
         default="model", metadata={"help": "logits per model | layer | slot (π-Tuning) | tensor"}
@@ -116,7 +137,8 @@ class ExpertMix:
     """Which piece files are mixed, with which (initial or learned) logits, and how.
 
     ``logits`` is one K-list used for every group, or ``{group: K-list}`` for per-group values
-    (what :func:`current_mix` returns for granularities other than ``model``).
+    (what :func:`current_mix` returns for granularities other than ``model``). JSON without
+    ``mixing`` reads as ``pi_tuning``; mixes recorded before that field existed were ``parameters``.
     """
 
     experts: List[str]
@@ -126,6 +148,9 @@ class ExpertMix:
     train_experts: bool = True
     train_weights: bool = True
     names: List[str] = field(default_factory=list)  # task names of the experts (informational)
+    mixing: str = "pi_tuning"
+    # each expert's FORWARD_FIELDS (dropouts) as read from its file; empty: the model's own options
+    expert_options: List[Dict[str, Any]] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.experts:
@@ -134,6 +159,11 @@ class ExpertMix:
             raise ValueError(f"ExpertMix.strategy={self.strategy!r}: expected one of {STRATEGIES}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"--interpolation-granularity={self.granularity!r}: expected one of {GRANULARITIES}")
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"--interpolation-mixing={self.mixing!r}: expected one of {MIXINGS}")
+        if self.expert_options and len(self.expert_options) != len(self.experts):
+            raise ValueError(f"ExpertMix.expert_options has {len(self.expert_options)} entries for "
+                             f"{len(self.experts)} experts")
         rows = self.logits.values() if isinstance(self.logits, dict) else [self.logits]
         for row in rows:
             if row and len(row) != len(self.experts):
@@ -213,31 +243,77 @@ class MixWeights(nn.Module):
     def __init__(self, logits: Tensor, groups: Sequence[str], mix: ExpertMix):
         super().__init__()
         self.logits = nn.Parameter(logits.clone(), requires_grad=mix.train_weights)
+        # saved with the logits, so that a checkpoint is never read with the other mixing
+        self.register_buffer("mixing", torch.tensor(MIXINGS.index(mix.mixing)))
         self.groups = list(groups)
         self.spec = ExpertMix(**{**asdict(mix), "logits": []})  # how it was built (logits live above)
-        self.targets: List[Tuple[str, str, int]] = []  # (module name, parameter name, group)
+        self.targets: List[Tuple[str, str, int, str]] = []  # (module name, parameter name, group, kind)
         self.tied: List[Tuple[str, str, str]] = []  # (module name, parameter name, primary full name)
+        self.prompt_encoders: Dict[str, List[int]] = {}  # pi_tuning: encoder name -> group of each layer
         self.hooks: List[Any] = []  # load-state-dict hooks to remove on unload
 
     def weights(self) -> Tensor:
         return self.logits.softmax(-1)
 
     def extra_repr(self) -> str:
-        return f"groups={len(self.groups)}, experts={len(self.spec.experts)}, tensors={len(self.targets)}"
+        return (f"mixing={self.spec.mixing}, groups={len(self.groups)}, experts={len(self.spec.experts)}, "
+                f"tensors={len(self.targets)}")
 
 
-class ExpertInterpolation(nn.Module):
-    """Parametrization: ``Σ_k softmax(logits[group])_k · experts[k]`` (the original is ignored)."""
+class _Experts(nn.Module):
+    """A parametrization holding K stacked experts of one tensor; ``_mix`` is a reference to the
+    model's :class:`MixWeights`, not a submodule (the model owns it)."""
 
     def __init__(self, experts: Tensor, mix: MixWeights, group: int, trainable: bool = True):
         super().__init__()
         self.experts = nn.Parameter(experts, requires_grad=trainable)  # [K, *shape]
-        object.__setattr__(self, "_mix", mix)  # a reference, not a submodule: the model owns it
+        object.__setattr__(self, "_mix", mix)
         self.group = group
 
+    def _w(self) -> Tensor:
+        return self._mix.logits[self.group].softmax(-1).to(self.experts.dtype)  # [K]
+
+
+class ExpertInterpolation(_Experts):
+    """``Σ_k softmax(logits[group])_k · experts[k]`` (the original is ignored)."""
+
     def forward(self, original: Tensor) -> Tensor:
-        w = self._mix.logits[self.group].softmax(-1).to(self.experts.dtype)  # [K]
-        return torch.tensordot(w, self.experts, dims=1)  # [*shape]
+        return torch.tensordot(self._w(), self.experts, dims=1)  # [*shape]
+
+
+class LoRAExpertBlocks(_Experts):
+    """K LoRA experts side by side: ``lora_A`` -> [A_1; …; A_K] [K·r, in] (weights not needed),
+    ``lora_B`` -> [w_1 B_1 … w_K B_K] [out, K·r], so that ``B A x = Σ_k w_k B_k A_k x``."""
+
+    def __init__(self, experts: Tensor, mix: MixWeights, group: int, trainable: bool, role: str):
+        super().__init__(experts, mix, group, trainable)
+        self.role = role
+
+    def forward(self, original: Tensor) -> Tensor:
+        if self.role == "A":
+            return self.experts.flatten(0, 1)  # [K, r, in] -> [K·r, in]
+        scaled = self.experts * self._w()[:, None, None]  # [K, out, r]
+        return scaled.permute(1, 0, 2).flatten(1)  # [out, K·r]
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}"
+
+
+class ExpertStack(_Experts):
+    """The K experts themselves ``[K, *shape]``: the module mixes them (prefixes, per layer)."""
+
+    def forward(self, original: Tensor) -> Tensor:
+        return self.experts
+
+
+class LayerRows:
+    """``rows(l)``: the K weights of the logits row of a prompt encoder's layer l."""
+
+    def __init__(self, mix: MixWeights, rows: Sequence[int]):
+        self.mix, self.rows = mix, list(rows)
+
+    def __call__(self, layer: int) -> Tensor:
+        return self.mix.logits[self.rows[layer]].softmax(-1)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -248,6 +324,19 @@ def _piece_io():
     from .petl.config import STRUCTURAL_FIELDS
 
     return read_piece_file, STRUCTURAL_FIELDS
+
+
+def _model_petl_config(model: nn.Module):
+    from .petl.config import PETLConfig, as_petl_config
+
+    return as_petl_config(getattr(model, "petl_config", None) or PETLConfig())
+
+
+def expert_options(metas: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Each expert's options that shape its forward pass (dropouts), as its file records them."""
+    from .petl.config import FORWARD_FIELDS
+
+    return [{f: getattr(m["petl_config"], f) for f in FORWARD_FIELDS} for m in metas]
 
 
 def load_experts(paths: Sequence[str]) -> Tuple[List[Dict[str, Tensor]], List[Dict[str, Any]]]:
@@ -293,7 +382,7 @@ def mix_from_config(cfg: Any) -> ExpertMix:
     experts = _paths(c.interpolation_experts)
     if c.interpolation_init not in INITS:
         raise ValueError(f"--interpolation-init={c.interpolation_init!r}: expected one of {INITS}")
-    return ExpertMix(experts=experts, granularity=c.interpolation_granularity,
+    return ExpertMix(experts=experts, granularity=c.interpolation_granularity, mixing=c.interpolation_mixing,
                      train_experts=not c.interpolation_freeze_experts, train_weights=not c.interpolation_freeze_weights)
 
 
@@ -342,13 +431,14 @@ def apply_interpolation(
 
     ``cfg``: the model config with ``interpolation_*`` fields, or an :class:`ExpertMix`. The expert
     tensors are read from the piece files unless given in ``experts`` (then ``cfg.experts`` only
-    names them). Every expert must provide exactly the model's trainable set with the same shapes.
-    Afterwards the trainable parameters are the logits (``expert_mix.logits``) and, with
-    ``train_experts``, the stacked experts; everything else is frozen.
+    names them, and the experts' dropouts are ``cfg.expert_options`` or the model's). Every expert
+    must provide exactly the model's trainable set with the same shapes. Afterwards the trainable
+    parameters are the logits (``expert_mix.logits``) and, with ``train_experts``, the stacked
+    experts; everything else is frozen.
 
     ``structure_only``: build the K slots from the model's own pieces without reading any file
-    (uniform logits) — for rebuilding an interpolation checkpoint whose state dict then supplies the
-    experts and logits, e.g. at evaluation on a machine without the expert files.
+    (uniform logits, the model's dropouts) — for rebuilding an interpolation checkpoint whose state
+    dict then supplies the experts and logits, e.g. at evaluation on a machine without the files.
     """
     if getattr(model, MIX_ATTR, None) is not None:
         raise RuntimeError("apply_interpolation: the model is already interpolated; build a fresh model")
@@ -361,6 +451,7 @@ def apply_interpolation(
         init, temperature = c["interpolation_init"], c["interpolation_temperature"]
         sims_spec, logits_spec, top_k = c["interpolation_similarities"], c["interpolation_logits"], c["interpolation_top_k"]
     mix.validate()
+    own_options = expert_options([{"petl_config": _model_petl_config(model)}])[0]
 
     if structure_only:
         k = top_k or len(mix.experts)
@@ -368,14 +459,17 @@ def apply_interpolation(
         own = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         mix.experts, experts = mix.experts[:k], [own] * k
         names, init, sims_spec, top_k = [f"expert{i}" for i in range(k)], "uniform", None, 0
+        options = [own_options] * k
     elif experts is None:
         experts, metas = load_experts(mix.experts)
         names = expert_names(mix.experts, metas)
+        options = expert_options(metas)
     else:
         experts = list(experts)
         if len(experts) != len(mix.experts):
             raise ValueError(f"{len(experts)} expert tensor sets for {len(mix.experts)} expert names")
         names = list(mix.names) or [Path(p).stem for p in mix.experts]
+        options = [{**own_options, **o} for o in mix.expert_options] or [own_options] * len(experts)
 
     sims = read_similarities(sims_spec, names) if sims_spec else None
     if top_k:
@@ -386,7 +480,8 @@ def apply_interpolation(
         experts = [experts[i] for i in keep]
         names = [names[i] for i in keep]
         sims = [sims[i] for i in keep]
-    mix.names = list(names)
+        options = [options[i] for i in keep]
+    mix.names, mix.expert_options = list(names), list(options)
     K = len(mix.experts)
 
     if init == "uniform" or (init == "given" and not mix.logits):
@@ -405,8 +500,9 @@ def apply_interpolation(
 
     _check_against_model(model, mix.experts, experts)
     _install(model, mix, experts)
-    logger.info("expert interpolation: %d experts %s, %s granularity (%d groups), initial weights %s",
-                K, names, mix.granularity, len(getattr(model, MIX_ATTR).groups), _fmt(current_weights(model)))
+    _use_expert_options(model, mix)
+    logger.info("expert interpolation: %d experts %s, %s mixing, %s granularity (%d groups), initial weights %s",
+                K, names, mix.mixing, mix.granularity, len(getattr(model, MIX_ATTR).groups), _fmt(current_weights(model)))
     return model
 
 
@@ -430,10 +526,42 @@ def _check_against_model(model: nn.Module, paths: Sequence[str], experts: Sequen
             raise ValueError(f"expert {path}: shape mismatch with the model: {bad[:3]}")
 
 
+def _prompt_encoder_layers(model: nn.Module) -> Dict[str, List[str]]:
+    """name of every prompt encoder -> the attention module each of its layers feeds."""
+    from .petl.prefix import PrefixProvider, PromptEncoder
+
+    encoders = {id(m): (n, m) for n, m in model.named_modules() if isinstance(m, PromptEncoder)}
+    out = {n: [f"{n}.layers.{l}" for l in range(m.num_layers)] for n, m in encoders.values()}
+    for name, module in model.named_modules():
+        prov = getattr(module, "prefix_provider", None)
+        if isinstance(prov, PrefixProvider) and id(prov.encoder) in encoders:
+            out[encoders[id(prov.encoder)][0]][prov.layer] = name
+    return out
+
+
+def _kind_of(model: nn.Module, name: str, mix: ExpertMix, prompt_encoders: Mapping[str, Any]) -> Tuple[str, str]:
+    """(kind, group name) of piece tensor ``name``: kind ``mix`` (Σ w θ), ``lora`` or ``stack`` (prefix)."""
+    from .petl.lora import LoRALinear
+
+    if mix.mixing == "pi_tuning":
+        module_name, _, pname = name.rpartition(".")
+        if pname in ("lora_A", "lora_B") and isinstance(model.get_submodule(module_name), LoRALinear):
+            return "lora", _group_of(f"{module_name}.lora", mix.granularity)
+        if any(name.startswith(e + ".") for e in prompt_encoders):
+            return "stack", ""
+    return "mix", _group_of(name, mix.granularity)
+
+
 def _install(model: nn.Module, mix: ExpertMix, experts: Sequence[Mapping[str, Tensor]]) -> None:
     piece_names = sorted(experts[0])
     params = dict(model.named_parameters())
-    groups = list(dict.fromkeys(_group_of(n, mix.granularity) for n in piece_names))
+    prompt_layers = _prompt_encoder_layers(model) if mix.mixing == "pi_tuning" else {}
+    kinds = {n: _kind_of(model, n, mix, prompt_layers) for n in piece_names}
+    prompt_layers = {e: layers for e, layers in prompt_layers.items() if any(k[0] == "stack" and n.startswith(e + ".")
+                                                                         for n, k in kinds.items())}
+    layer_groups = {e: [_group_of(f"{a}.prefix", mix.granularity) for a in attns] for e, attns in prompt_layers.items()}
+    groups = list(dict.fromkeys([g for k, g in kinds.values() if k != "stack"]
+                                + [g for gs in layer_groups.values() for g in gs]))
     rows = [mix.logits.get(g) for g in groups] if isinstance(mix.logits, dict) else [mix.logits] * len(groups)
     missing = [g for g, r in zip(groups, rows) if r is None]
     if missing:
@@ -449,26 +577,141 @@ def _install(model: nn.Module, mix: ExpertMix, experts: Sequence[Mapping[str, Te
     by_module: Dict[str, List[str]] = {}
     for n in piece_names:
         p = params[n]
-        g = gidx[_group_of(n, mix.granularity)]
+        kind, group = kinds[n]
+        g = gidx.get(group, -1)
         stacked = torch.stack([e[n].to(device=p.device, dtype=p.dtype) for e in experts])  # [K, *shape]
-        mixer = ExpertInterpolation(stacked, weights, g, mix.train_experts)
+        if kind == "lora":
+            mixer = LoRAExpertBlocks(stacked, weights, g, mix.train_experts, role=n.rpartition("_")[2])
+        elif kind == "stack":
+            mixer = ExpertStack(stacked, weights, g, mix.train_experts)
+        else:
+            mixer = ExpertInterpolation(stacked, weights, g, mix.train_experts)
         for alias in aliases[id(p)]:
             module_name, _, pname = alias.rpartition(".")
             module = model.get_submodule(module_name)
-            parametrize.register_parametrization(module, pname, mixer)
+            parametrize.register_parametrization(module, pname, mixer, unsafe=kind != "mix")
             module.parametrizations[pname].original.requires_grad_(False)
             by_module.setdefault(module_name, []).append(pname)
             if alias == aliases[id(p)][0]:
-                weights.targets.append((module_name, pname, g))
+                weights.targets.append((module_name, pname, g, kind))
             else:
                 weights.tied.append((module_name, pname, n))
+    for e, gs in layer_groups.items():
+        weights.prompt_encoders[e] = [gidx[g] for g in gs]
+        model.get_submodule(e).mix_experts(LayerRows(weights, weights.prompt_encoders[e]),
+                                           [o["prompt_dropout"] for o in mix.expert_options])
     for module_name, pnames in by_module.items():
         weights.hooks.append(
             model.get_submodule(module_name)._register_load_state_dict_pre_hook(_route_plain_keys(pnames), with_module=True)
         )
     optional = getattr(model, "optional_state_keys", None)
     if isinstance(optional, set):  # backbone checkpoints lack these keys
-        optional.update(n for n, _ in model.named_parameters() if n.startswith(MIX_ATTR) or ".parametrizations." in n)
+        optional.update(n for n, _ in list(model.named_parameters()) + list(model.named_buffers())
+                        if n.startswith(MIX_ATTR) or ".parametrizations." in n)
+
+
+def _agree(mix: ExpertMix, field_name: str, what: str) -> Any:
+    values = [o[field_name] for o in mix.expert_options]
+    if any(v != values[0] for v in values):
+        raise ValueError(f"the experts {mix.experts} were trained with different --{field_name.replace('_', '-')} "
+                         f"{values}, but {mix.mixing} mixing has one {what} per site: they must agree")
+    return values[0]
+
+
+def _use_expert_options(model: nn.Module, mix: ExpertMix) -> None:
+    """Give the mixed pieces the dropouts the experts were trained with (read from their files)."""
+    from .petl.adapter import Adapter
+    from .petl.config import active_methods
+    from .petl.inject import _drop_path_rate
+    from .petl.lora import LoRALinear
+    from .petl.prefix import PromptEncoder
+
+    own = _model_petl_config(model)
+    methods = active_methods(own)
+    used = {"adapter_dropout": "adapter", "prompt_dropout": "prefix", "lora_dropout": "lora"}
+    for f, method in used.items():
+        values = [o[f] for o in mix.expert_options]
+        if method in methods and any(v != getattr(own, f) for v in values):
+            logger.warning("--%s: the experts were trained with %s, which the interpolation uses (this run's "
+                           "option says %r)", f.replace("_", "-"), values, getattr(own, f))
+    per_expert = mix.mixing == "pi_tuning"
+    if "lora" in methods:
+        rate = None if per_expert else _agree(mix, "lora_dropout", "LoRA dropout")
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                if per_expert:
+                    m.use_expert_dropouts([o["lora_dropout"] for o in mix.expert_options])
+                else:
+                    m.lora_dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()
+    if "prefix" in methods and not per_expert:  # pi_tuning: each expert's own, set by _install
+        rate = _agree(mix, "prompt_dropout", "prefix dropout")
+        for m in model.modules():
+            if isinstance(m, PromptEncoder):
+                m.dropout.p = rate
+    if "adapter" in methods:
+        rate = _agree(mix, "adapter_dropout", "adapter (π-Tuning mixes the adapters' linear outputs)")
+        for name, m in model.named_modules():
+            if isinstance(m, Adapter):
+                m.dropout.p = rate if rate is not None else _drop_path_rate(model.get_submodule(name.rpartition(".")[0]))
+
+
+def _uninstall(model: nn.Module) -> ExpertMix:
+    """Undo :func:`apply_interpolation` without mixing: the pieces get back their own values."""
+    from .petl.lora import LoRALinear
+    from .petl.prefix import PromptEncoder
+
+    mix = _mix_of(model)
+    for module_name, pname, _, _ in mix.targets:
+        module = model.get_submodule(module_name)
+        parametrize.remove_parametrizations(module, pname, leave_parametrized=False)
+        getattr(module, pname).requires_grad_(True)
+    for module_name, pname, _ in mix.tied:  # the aliases share the same original Parameter
+        parametrize.remove_parametrizations(model.get_submodule(module_name), pname, leave_parametrized=False)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.use_expert_dropouts(None)
+        elif isinstance(m, PromptEncoder):
+            m.mix_experts(None)
+    for h in mix.hooks:
+        h.remove()
+    del model._modules[MIX_ATTR]
+    optional = getattr(model, "optional_state_keys", None)
+    if isinstance(optional, set):
+        optional.difference_update({k for k in optional if k.startswith(MIX_ATTR) or ".parametrizations." in k})
+    return mix.spec
+
+
+def set_mixing(model: nn.Module, mixing: str) -> nn.Module:
+    """Rebuild the model's mix with another ``mixing`` (same experts and granularity; the slots hold
+    the model's own pieces and uniform weights until a state dict fills them)."""
+    spec = _uninstall(model)
+    own = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    options = spec.expert_options
+    if mixing == "parameters" and any(o != options[0] for o in options):
+        options = []  # one module per site: the model's own dropouts
+    spec = replace(spec, mixing=mixing, logits=[], expert_options=options)
+    return apply_interpolation(model, spec, experts=[own] * len(spec.experts))
+
+
+def adopt_checkpoint_mixing(model: nn.Module, state_dict: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """Read a checkpoint with the mixing it was trained with (``expert_mix.mixing``).
+
+    Checkpoints written before ``--interpolation-mixing`` existed have no such key and mix
+    parameters. When the model was built with the other mixing, its mix is rebuilt (a warning
+    says so) and the state dict then fills it; a state dict without a mix (a backbone) passes."""
+    mix = _mix_of(model)
+    if f"{MIX_ATTR}.logits" not in state_dict:
+        return state_dict
+    legacy = MIXING_KEY not in state_dict
+    theirs = "parameters" if legacy else MIXINGS[int(state_dict[MIXING_KEY])]
+    if theirs != mix.spec.mixing:
+        logger.warning("the checkpoint's experts are mixed with --interpolation-mixing %s%s, the model was built with "
+                       "%s: rebuilding the mix as the checkpoint's", theirs,
+                       " (written before that option existed)" if legacy else "", mix.spec.mixing)
+        set_mixing(model, theirs)
+    if legacy:
+        state_dict = {**state_dict, MIXING_KEY: _mix_of(model).mixing.detach().clone()}
+    return state_dict
 
 
 # ------------------------------------------------------------------------------------------ queries
@@ -495,42 +738,12 @@ def current_mix(model: nn.Module) -> ExpertMix:
     return ExpertMix(**{**asdict(mix.spec), "logits": logits})
 
 
-def collapse(model: nn.Module) -> Dict[str, Tensor]:
-    """The mixed pieces as an ordinary piece state dict (name → tensor), so inference costs one expert."""
-    mix = _mix_of(model)
-    out = {}
-    with torch.no_grad():
-        for module_name, pname, _ in mix.targets:
-            out[f"{module_name}.{pname}" if module_name else pname] = getattr(model.get_submodule(module_name), pname).detach().clone()
-    return out
-
-
-def unload_interpolation(model: nn.Module) -> nn.Module:
-    """Replace the mixes by plain trainable pieces holding the mixed values (in place).
-
-    The model is then an ordinary PETL model: ``save_pieces`` writes a normal piece file.
-    """
-    mix = _mix_of(model)
-    for module_name, pname, _ in mix.targets:
-        module = model.get_submodule(module_name)
-        parametrize.remove_parametrizations(module, pname, leave_parametrized=True)
-        getattr(module, pname).requires_grad_(True)
-    for module_name, pname, primary in mix.tied:  # re-tie to the primary's new Parameter
-        module = model.get_submodule(module_name)
-        parametrize.remove_parametrizations(module, pname, leave_parametrized=False)
-        delattr(module, pname)
-        setattr(module, pname, model.get_parameter(primary))
-    for h in mix.hooks:
-        h.remove()
-    del model._modules[MIX_ATTR]
-    optional = getattr(model, "optional_state_keys", None)
-    if isinstance(optional, set):
-        optional.difference_update({k for k in optional if k.startswith(MIX_ATTR) or ".parametrizations." in k})
-    return model
-
+from .interpolation_collapse import collapse, collapsed_petl_config, lora_delta_weights, unload_interpolation  # noqa: E402
 
 __all__ = [
-    "ExpertInterpolation", "ExpertMix", "GRANULARITIES", "INITS", "InterpolationConfig", "MixWeights",
-    "apply_interpolation", "collapse", "current_mix", "current_weights", "expert_names", "load_experts",
-    "mix_from_config", "read_similarities", "select_top_k", "similarity_logits", "unload_interpolation",
+    "ExpertInterpolation", "ExpertMix", "ExpertStack", "GRANULARITIES", "INITS", "InterpolationConfig", "LoRAExpertBlocks",
+    "MIXINGS", "MixWeights", "adopt_checkpoint_mixing", "apply_interpolation", "collapse", "collapsed_petl_config",
+    "current_mix", "current_weights", "expert_names", "expert_options", "load_experts", "lora_delta_weights",
+    "mix_from_config", "read_similarities", "select_top_k", "set_mixing", "similarity_logits",
+    "unload_interpolation",
 ]

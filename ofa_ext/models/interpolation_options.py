@@ -35,12 +35,13 @@ def log_mix_weights(model, when: str) -> None:
 
 
 def petl_flags(cfg: PETLConfig) -> str:
-    """The command-line options that rebuild ``cfg``'s PETL structure (non-default structural fields)."""
-    from .petl.config import STRUCTURAL_FIELDS
+    """The command-line options that rebuild ``cfg``'s PETL pieces as they were trained: the
+    non-default structural fields and the options that shape the forward pass (dropouts)."""
+    from .petl.config import FORWARD_FIELDS, STRUCTURAL_FIELDS
 
     default = PETLConfig()
     flags = []
-    for f in STRUCTURAL_FIELDS:
+    for f in STRUCTURAL_FIELDS + FORWARD_FIELDS:
         v = getattr(cfg, f)
         if v != getattr(default, f) or (isinstance(v, bool) and v):
             opt = "--" + f.replace("_", "-")

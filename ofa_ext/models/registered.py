@@ -33,7 +33,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY, register_model, 
 from .ofa.archs import ARCH_ALIASES, ARCH_SIZES, DECODER_FOLLOWS_ENCODER, SCRIPT_FLAGS
 from .ofa.config import OFABackboneConfig, read_attr
 from .ofa.model import OFAModel
-from .interpolation import MIX_ATTR, InterpolationConfig
+from .interpolation import MIX_ATTR, InterpolationConfig, adopt_checkpoint_mixing
 from .interpolation_options import (
     MIX_KEY, check_interpolation_options, expert_paths, log_mix_weights, mean_mix_weights,
 )
@@ -176,7 +176,7 @@ class OFAFairseqModel(OFAModel):
             state_dict = {**state_dict, **pinned}
         mix = getattr(self, MIX_ATTR, None)
         if mix is not None:
-            state_dict = self._route_plain_pieces(state_dict)
+            state_dict = adopt_checkpoint_mixing(self, self._route_plain_pieces(state_dict))
             if MIX_KEY not in state_dict and getattr(self, "absent_experts", None):
                 raise FileNotFoundError(
                     f"expert piece files not found: {self.absent_experts}. Without them the interpolation can "

@@ -74,6 +74,9 @@ STRUCTURAL_FIELDS = (
     "lora", "lora_r", "lora_alpha", "lora_targets",
     "bitfit", "bitfit_scope", "train_layernorm", "train_head",
 )
+# Fields that are not structural but shape the forward pass of a trained piece: an expert is mixed
+# with the values of its own file (`models/interpolation.py`).
+FORWARD_FIELDS = ("adapter_dropout", "prompt_dropout", "lora_dropout")
 
 
 def petl_field_names() -> List[str]:

@@ -6,10 +6,14 @@ OFA keys load unchanged and π-Tuning's ``lora_A``/``lora_B`` keys sit beside th
 explicit call, done in fp32, and ``unmerge()`` restores the stored base weight bit for bit.
 While merged, ``state_dict()`` still writes the *base* weight, so a saved model can never add the
 delta twice after a reload.
+
+A mix of K experts (π-Tuning's ``--lora-num``, ``Σ_k w_k B_k A_k``) is this same layer with
+``lora_A`` = [A_1; …; A_K] ([K·r, in]) and ``lora_B`` = [w_1 B_1 … w_K B_K] ([out, K·r]), which the
+interpolation provides; :meth:`use_expert_dropouts` then gives each expert its own input dropout.
 """
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +44,7 @@ class LoRALinear(nn.Linear):
         self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.empty(out_features, r, device=device, dtype=dtype))
         self.merged = False
+        self.expert_dropouts: Optional[nn.ModuleList] = None
         self.reset_lora_parameters()
 
     @classmethod
@@ -53,6 +58,13 @@ class LoRALinear(nn.Linear):
         layer.lora_B = nn.Parameter(torch.empty(base.out_features, r, device=w.device, dtype=w.dtype))
         layer.reset_lora_parameters()
         return layer
+
+    def use_expert_dropouts(self, rates: Optional[Sequence[float]]) -> None:
+        """One input dropout per expert block of ``lora_A``/``lora_B`` (``None``: the layer's own).
+
+        π-Tuning keeps K separate LoRA layers, each dropping its own copy of the input."""
+        self.expert_dropouts = None if rates is None else nn.ModuleList(
+            nn.Dropout(p) if p > 0 else nn.Identity() for p in rates)
 
     def reset_lora_parameters(self) -> None:
         """A: kaiming-uniform(a=√5) as loralib; B: zeros, so a fresh layer equals its base."""
@@ -108,9 +120,15 @@ class LoRALinear(nn.Linear):
         y = F.linear(x, self.weight, self.bias)
         if self.merged:
             return y
-        # x·Aᵀ first: [.., in] -> [.., r] -> [.., out], never materialising the [out, in] delta
-        delta = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
-        return y + delta * self.scaling
+        A, B = self.lora_A, self.lora_B  # [R, in], [out, R]; R = r, or K·r for a mix of K experts
+        drops = self.expert_dropouts
+        if drops is None:
+            h = F.linear(self.lora_dropout(x), A)  # x·Aᵀ first: never the [out, in] delta
+        elif self.training and any(isinstance(d, nn.Dropout) for d in drops):
+            h = torch.cat([F.linear(d(x), a) for d, a in zip(drops, A.chunk(len(drops)))], -1)  # [.., K·r]
+        else:
+            h = F.linear(x, A)
+        return y + F.linear(h, B) * self.scaling
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)

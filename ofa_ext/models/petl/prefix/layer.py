@@ -8,9 +8,13 @@ OFA's ``encoder.encoder_prompt_encoder.*`` keys keep their meaning.
 Each attention module gets a light :class:`PrefixProvider` (a plain callable, not a Module, so
 the shared parameters appear once in ``state_dict``) that computes only its layer's columns —
 with the MLP this slices the last projection's rows instead of building all layers' prefixes.
+
+An encoder can also mix K experts (π-Tuning step 3): its parameters then hold the experts
+stacked [K, ...] and :meth:`PromptEncoder.mix_experts` supplies per-layer weights and per-expert
+dropouts.
 """
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +55,8 @@ class PromptEncoder(nn.Module):
         else:
             self.embedding = nn.Embedding(length, out_dim, device=device, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
+        self.layer_weights: Optional[Callable[[int], torch.Tensor]] = None  # set by mix_experts
+        self.expert_dropouts: Optional[nn.ModuleList] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -61,20 +67,64 @@ class PromptEncoder(nn.Module):
                 nn.init.normal_(lin.weight, std=0.02)
                 nn.init.zeros_(lin.bias)
 
-    def layer_kv(self, layer: int, bsz: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(keys, values) of ``layer``, each [bsz, H, P, d]."""
+    def layer_table(self, layer: int, expert: Optional[int] = None) -> torch.Tensor:
+        """[P, 2C]: the key and value columns of ``layer`` (of expert ``expert`` in a mix, whose
+        tensors are stacked [K, ...])."""
         C = self.num_heads * self.head_dim
         cols = slice(2 * layer * C, (2 * layer + 2) * C)
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t if expert is None else t[expert]
+
         if self.projection:
-            hidden = self.trans[1](self.trans[0](self.embedding.weight))  # [P, d_p]
-            last = self.trans[2]
-            kv = F.linear(hidden, last.weight[cols], last.bias[cols])  # [P, 2C]
-        else:
-            kv = self.embedding.weight[:, cols]  # [P, 2C]
+            first, last = self.trans[0], self.trans[2]
+            hidden = self.trans[1](F.linear(pick(self.embedding.weight), pick(first.weight), pick(first.bias)))  # [P, d_p]
+            return F.linear(hidden, pick(last.weight)[cols], pick(last.bias)[cols])  # only this layer's rows
+        return pick(self.embedding.weight)[:, cols]
+
+    def _expand(self, kv: torch.Tensor, bsz: int, dropout: nn.Module) -> torch.Tensor:
+        """[P, 2C] -> [2, bsz, H, P, d], dropped per sample as π-Tuning (after expanding over the batch)."""
         kv = kv.view(1, self.length, 2, self.num_heads, self.head_dim).expand(bsz, -1, -1, -1, -1)
-        kv = self.dropout(kv)  # per-sample mask, as π-Tuning drops after expanding over the batch
-        kv = kv.permute(2, 0, 3, 1, 4)  # [2, bsz, H, P, d]
+        return dropout(kv).permute(2, 0, 3, 1, 4)
+
+    def layer_kv(self, layer: int, bsz: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(keys, values) of ``layer``, each [bsz, H, P, d].
+
+        In a mix of K experts (:meth:`mix_experts`): ``Σ_k w_k · dropout_k(kv_k)`` with the weights
+        of this layer's row, as π-Tuning's ``--prompt-num`` (mixing after each expert's dropout)."""
+        if self.expert_dropouts is None:
+            kv = self._expand(self.layer_table(layer), bsz, self.dropout)
+        else:
+            w = self.layer_weights(layer).to(self.embedding.weight.dtype)  # [K]
+            kv = sum(w[k] * self._expand(self.layer_table(layer, k), bsz, d) for k, d in enumerate(self.expert_dropouts))
         return kv[0], kv[1]
+
+    def mix_experts(self, layer_weights: Optional[Callable[[int], torch.Tensor]], rates: Sequence[float] = ()) -> None:
+        """Mix K experts whose tensors the caller stacks into this encoder's parameters ([K, ...]):
+        ``layer_weights(l)`` gives layer l's K weights, ``rates`` each expert's dropout. ``None``:
+        back to a single encoder."""
+        self.layer_weights = layer_weights
+        self.expert_dropouts = None if layer_weights is None else nn.ModuleList(nn.Dropout(p) for p in rates)
+
+    def mixed_table(self) -> torch.Tensor:
+        """[P, n·2C]: every layer's mixed columns, the table of an equivalent plain encoder at
+        inference (no projection: the MLP of each expert is evaluated)."""
+        with torch.no_grad():
+            if self.expert_dropouts is None:
+                return torch.cat([self.layer_table(l) for l in range(self.num_layers)], 1)
+            cols = []
+            for l in range(self.num_layers):
+                w = self.layer_weights(l).to(self.embedding.weight.dtype)
+                cols.append(sum(w[k] * self.layer_table(l, k) for k in range(len(self.expert_dropouts))))
+            return torch.cat(cols, 1)
+
+    def use_table(self, table: torch.Tensor) -> None:
+        """Become a plain encoder (no projection) holding ``table`` [P, n·2C] (after a mix)."""
+        if self.projection:
+            del self.trans
+            self.projection = False
+        self.embedding = nn.Embedding(self.length, table.shape[1], device=table.device, dtype=table.dtype)
+        self.embedding.weight = nn.Parameter(table.detach().clone())
 
     def forward(self, bsz: int) -> torch.Tensor:
         """All layers at once: [num_layers, 2, bsz, H, P, d] (for inspection and tests)."""
