@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Optional
 
+from ..utils.errors import cli_entry
+
 from ..utils.checkpoints import load_fairseq_checkpoint
 
 
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_entry("ofa-pieces")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.func(args)

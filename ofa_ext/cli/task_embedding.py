@@ -40,6 +40,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from ..utils.errors import cli_entry
+
 import torch
 
 logger = logging.getLogger("ofa_ext.task_embedding")
@@ -295,14 +297,11 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+@cli_entry("ofa-task-embedding")
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         stream=sys.stdout)
-    args = parse(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        raise SystemExit(f"ofa-task-embedding: error: {e}") from None
+    run(parse(argv))
     return 0
 
 

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..utils.errors import cli_entry
+
 import numpy as np
 
 from ..metrics.fisher import load_task_embedding
@@ -83,12 +85,9 @@ def plot_heatmap(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
     plt.close(fig)
 
 
+@cli_entry("ofa-task-similarity")
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        raise SystemExit(f"ofa-task-similarity: error: {e}") from None
+    return _run(build_parser().parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,11 +12,14 @@ import argparse
 import sys
 from typing import Optional
 
+from ..utils.errors import cli_entry
+
 from ..data.grounding_dataset import GROUNDING_PROMPT
 from ..data.text import pre_caption, train_sentencepiece
 from ..data.tsv import TSVReader
 
 
+@cli_entry("ofa-train-spm")
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="ofa-train-spm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
