@@ -22,6 +22,18 @@ EXIT_INPUT_ERROR = 2
 _PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 
+class InputErrorExit(SystemExit):
+    """Exit status 2 for bad input, already reported on stderr; `str()` is the message (for callers
+    and tests that call a `main()` in-process)."""
+
+    def __init__(self, message: str):
+        super().__init__(EXIT_INPUT_ERROR)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
@@ -76,8 +88,9 @@ def report(prog: str, message: str) -> None:
 
 
 def cli_entry(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Decorator for console-script mains: input errors and `SystemExit("text")` become one line and
-    exit status 2 (``OFA_EXT_DEBUG=1`` re-raises them with their traceback)."""
+    """Decorator for console-script mains: input errors and `SystemExit("text")` become one line on
+    stderr and :class:`InputErrorExit` (exit status 2); ``OFA_EXT_DEBUG=1`` re-raises them with their
+    traceback. argparse's own usage errors keep their `SystemExit(2)`."""
 
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
@@ -87,13 +100,14 @@ def cli_entry(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
             except SystemExit as exc:
                 if isinstance(exc.code, str) and not debug_enabled():
                     report(prog, exc.code)
-                    raise SystemExit(EXIT_INPUT_ERROR) from None
+                    raise InputErrorExit(exc.code) from None
                 raise
             except Exception as exc:  # noqa: BLE001  (sorted out by is_input_error)
                 if debug_enabled() or not is_input_error(exc, anywhere=True):
                     raise
-                report(prog, one_line(exc))
-                raise SystemExit(EXIT_INPUT_ERROR) from None
+                message = one_line(exc)
+                report(prog, message)
+                raise InputErrorExit(message) from None
 
         return run
 
