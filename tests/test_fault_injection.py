@@ -1,8 +1,8 @@
 """kill -9 a tiny training run at random moments, inside checkpoint saves too; every resume ends
 with the same final checkpoint as the uninterrupted run, and no run leaves a corrupt file behind.
 
-Each run is a process forked from this one after torch and fairseq are imported (a fresh
-`fairseq-train` costs seconds of imports; a fork costs none), killed with SIGKILL either after a
+Each run is a process forked from this one after torch and fairseq are imported
+(`fork_helpers.py`: a fresh `fairseq-train` costs seconds of imports, a fork none), killed with SIGKILL either after a
 random delay or by itself at a chosen checkpoint write: part-way through the first write of a
 save (fairseq's `X.pt.tmp`), part-way through a copy (`checkpoint_best.pt`, `checkpoint_last.pt`),
 or right after a write. Both entry points are exercised: `fairseq-train --user-dir ofa_ext`
@@ -15,15 +15,14 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 
 from e2e_helpers import TINY_MODEL_ARGS, USER_DIR
+from fork_helpers import run_forked, warm_up
 from ofa_ext.utils.checkpoint_files import diagnose
 
 MAX_UPDATE = 8
@@ -74,58 +73,13 @@ def _arm_kill_at_write(event: int, fraction: float) -> None:
     shutil.copyfile, torch.save = copyfile, save
 
 
-def _child(entry: str, argv: list, log: Path, kill_event) -> None:
-    code = 1
-    try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        sys.stdout = sys.stderr = os.fdopen(fd, "w", buffering=1)
-        import logging
-
-        for handler in logging.getLogger().handlers:  # fairseq's handler holds the parent's stdout
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(sys.stdout)
-        torch.set_num_threads(1)
-        if kill_event is not None:
-            _arm_kill_at_write(*kill_event)
-        if entry == "ofa-train":
-            from ofa_ext.cli.train import main
-
-            main(argv)
-        else:
-            import fairseq_cli.train
-
-            sys.argv = ["fairseq-train"] + argv
-            fairseq_cli.train.cli_main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
 def run(entry: str, argv: list, log: Path, kill_event=None, kill_after=None) -> str:
     """'done', or 'killed' (SIGKILL by the parent after `kill_after` s, or by itself at `kill_event`)."""
-    pid = os.fork()
-    if pid == 0:
-        _child(entry, argv, log, kill_event)
-    deadline = None if kill_after is None else time.monotonic() + kill_after
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if deadline is not None and time.monotonic() >= deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = None
-        time.sleep(0.01)
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+    prepare = None if kill_event is None else (lambda: _arm_kill_at_write(*kill_event))
+    code = run_forked(entry, argv, log, kill_after=kill_after, prepare=prepare)
+    if code == -signal.SIGKILL:
         return "killed"
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, log.read_text()[-4000:]
+    assert code == 0, (log.read_text()[-3000:], Path(str(log) + ".err").read_text()[-3000:])
     return "done"
 
 
@@ -149,20 +103,10 @@ def _checkpoints_complete(save: Path) -> list:
     return [f"{p.name}: {diagnose(p)}" for p in save.glob("checkpoint*.pt") if diagnose(p) is not None]
 
 
-def _warm_up(argv: list) -> None:
-    """Pay once, in the parent, what every forked run would pay again: torch's lazy optimizer
-    imports (torch._dynamo) and hydra's first config composition."""
-    import torch._dynamo  # noqa: F401
-    from fairseq import options
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    convert_namespace_to_omegaconf(options.parse_args_and_arch(options.get_training_parser(), argv))
-
-
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
     save = tmp_path_factory.mktemp("reference")
-    _warm_up(train_args(data, save))
+    warm_up(train_args(data, save))
     start = time.monotonic()
     assert run("fairseq-train", train_args(data, save), save / "log.txt") == "done"
     return _state(save / "checkpoint_last.pt"), _state(save / "checkpoint_best.pt"), time.monotonic() - start

@@ -23,7 +23,7 @@ from ..utils.files import atomic_path, folder_writable
 logger = logging.getLogger(__name__)
 
 _CHUNK = 4 << 20
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: whitespace-only lines are empty
 _MAX_ROW_WARNINGS = 100
 
 
@@ -86,7 +86,21 @@ def scan_lines(path: Path, separator: bytes = b"\t") -> LineIndex:
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
     ncols = (np.diff(np.concatenate([[0], cum])) + 1).astype(np.int32)
     ncols[ends - starts == 0] = 0
+    _mark_blank_lines(path, starts, ends, ncols)
     return LineIndex(starts=starts, ends=ends.astype(np.int64), ncols=ncols)
+
+
+def _mark_blank_lines(path: Path, starts: np.ndarray, ends: np.ndarray, ncols: np.ndarray, longest: int = 64) -> None:
+    """Whitespace-only lines (``\r`` of a CRLF file, stray spaces) count as empty, like empty lines.
+    Only short lines without a separator can be blank, so only those are read."""
+    candidates = np.flatnonzero((ncols == 1) & (ends - starts <= longest))
+    if not len(candidates):
+        return
+    with open(path, "rb") as f:
+        for line in candidates:
+            f.seek(int(starts[line]))
+            if not f.read(int(ends[line] - starts[line])).strip():
+                ncols[line] = 0
 
 
 def _index_path(path: Path) -> Path:

@@ -63,6 +63,13 @@ def _option(cfg, name: str, default=None):
     return default if isinstance(value, str) and value.startswith("${") else value
 
 
+def check_data_folder(data: Optional[str]) -> None:
+    """A DATA that is neither a comma list nor a .tsv file must be an existing folder."""
+    if data and "," not in str(data) and Path(data).suffix != ".tsv" and not Path(data).exists():
+        raise FileNotFoundError(f"data folder not found: {data} (DATA must be a folder of {{split}}.tsv files "
+                                "or a comma list of TSV files)")
+
+
 def is_training_start(kwargs: dict) -> bool:
     """fairseq-train (or ofa-train / ofa-launch) setting up its task on the saving rank, not a
     checkpoint being loaded for evaluation."""
@@ -90,6 +97,8 @@ class OFATask(FairseqTask):
             kind=kind, bpe_dir=cfg.bpe_dir, spm_model=cfg.spm_model,
             num_bins=cfg.num_bins, code_dict_size=cfg.code_dict_size,
         )
+        if is_training_start(kwargs):
+            check_data_folder(cfg.data)
         if is_training_start(kwargs) and _option(cfg, "save_dir"):
             check_training_start(_option(cfg, "save_dir"), _option(cfg, "restore_file"),
                                  _option(cfg, "finetune_from_model"), _option(cfg, "checkpoint_suffix") or "")
@@ -120,9 +129,7 @@ class OFATask(FairseqTask):
         if not self.cfg.data:
             raise ValueError("no data given: pass a directory of {split}.tsv files or a comma list of TSV files")
         data = Path(self.cfg.data)
-        if "," not in str(self.cfg.data) and data.suffix != ".tsv" and not data.exists():
-            raise FileNotFoundError(f"data folder not found: {data} (DATA must be a folder of {{split}}.tsv files "
-                                    "or a comma list of TSV files)")
+        check_data_folder(self.cfg.data)
         if data.is_dir():
             path = data / f"{split}.tsv"
         else:

@@ -82,9 +82,11 @@ def one_line(exc: BaseException) -> str:
 
 def report(prog: str, message: str) -> None:
     """Print `prog: error: message` on stderr (the prefix once, as argparse does)."""
-    prefix = f"{prog}: error: "
-    line = message if message.startswith(f"{prog}:") else prefix + message
-    print(line, file=sys.stderr, flush=True)
+    for given in (f"{prog}: error: ", f"{prog}: "):
+        if message.startswith(given):
+            message = message[len(given):]
+            break
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
 
 
 def cli_entry(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -118,10 +120,12 @@ def _excepthook(previous, exc_type, exc, tb) -> None:
     if debug_enabled() or not is_input_error(exc, tb):
         previous(exc_type, exc, tb)
         return
-    report(os.path.basename(sys.argv[0] or "python"), one_line(exc) + f" ({DEBUG_ENV}=1 shows the traceback)")
-    logging.shutdown()
-    sys.stdout.flush()
-    os._exit(EXIT_INPUT_ERROR)  # the interpreter's own exit status for an uncaught exception is 1
+    try:
+        report(os.path.basename(sys.argv[0] or "python"), one_line(exc) + f" ({DEBUG_ENV}=1 shows the traceback)")
+        logging.shutdown()
+        sys.stdout.flush()
+    finally:
+        os._exit(EXIT_INPUT_ERROR)  # the interpreter's own exit status for an uncaught exception is 1
 
 
 def install_excepthook() -> None:

@@ -58,10 +58,13 @@ def require_writable_folder(folder: PathLike, option: str) -> Path:
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{option} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        if not folder_writable(path):
+        if not folder_writable(existing):  # checked before creating anything (root may write anywhere)
             raise PermissionError
+        path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
