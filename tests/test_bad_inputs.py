@@ -7,6 +7,7 @@ forked from this one (`fork_helpers.py`, the plugin's excepthook decides the exi
 few cases as real subprocesses from the command line, `OFA_EXT_DEBUG=1` included.
 """
 
+import logging
 import os
 import shutil
 import sys
@@ -295,3 +296,21 @@ def test_fairseq_train_empty_split_from_the_shell(ctx):
 def test_ofa_evaluate_truncated_checkpoint_from_the_shell(ctx):
     proc = _subprocess([sys.executable, "-m", "ofa_ext.cli.evaluate", *_evaluate(ctx, "good", ctx["broken"]["truncated"])])
     assert_one_line("ofa-evaluate", proc.stderr, proc.returncode, ["--path", "truncated.pt", "truncated"])
+
+
+def test_evaluate_skip_bad_rows_warns_once_each_and_counts(ctx, tmp_path, caplog):
+    import json
+
+    from ofa_ext.cli import evaluate
+
+    out = tmp_path / "eval"
+    argv = _evaluate(ctx, "box_reversed", None, "--skip-bad-rows")
+    argv[argv.index("--results-path") + 1] = str(out)
+    with caplog.at_level(logging.WARNING):
+        assert evaluate.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n"], summary["rows"], summary["skipped"]) == (2, 3, 1)
+    row_warnings = [r for r in caplog.records if "skipping bad row" in r.getMessage()]
+    assert len(row_warnings) == 1 and "test.tsv:2" in row_warnings[0].getMessage()
+    assert any("1 of 3 row(s) skipped" in r.getMessage() for r in caplog.records)
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 2

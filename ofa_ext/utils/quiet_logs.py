@@ -26,7 +26,7 @@ _FILTER = _NoneBiasFilter()
 def install() -> None:
     """Idempotent: the filter is added once, matplotlib is raised to WARNING unless set explicitly."""
     trainer_log = logging.getLogger("fairseq.trainer")
-    if _FILTER not in trainer_log.filters:
+    if not any(type(f).__name__ == _NoneBiasFilter.__name__ for f in trainer_log.filters):  # also across re-imports
         trainer_log.addFilter(_FILTER)
     mpl = logging.getLogger("matplotlib")
     if mpl.level == logging.NOTSET:
