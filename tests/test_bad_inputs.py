@@ -113,7 +113,7 @@ def _evaluate(ctx, data="good", ckpt=None, *extra):
 
 
 def _cases():
-    from ofa_ext.cli import ckpt_info, evaluate, pieces, task_similarity, train_spm
+    from ofa_ext.cli import ckpt_info, evaluate, pieces, task_embedding, task_similarity, train_spm
 
     cases = {}
     for name, (_, _, says) in BAD_ROWS.items():
@@ -161,6 +161,14 @@ def _cases():
     cases["similarity-missing-embedding"] = (task_similarity.main, lambda c: [str(c["root"] / "absent.safetensors"),
                                                                               "--no-plot", "--out", str(c["root"] / "s")],
                                              ["absent.safetensors"])
+    for kind, says in [("truncated", "truncated"), ("random", "not a torch checkpoint")]:
+        cases[f"taskemb-finetune-from-model-{kind}"] = (
+            task_embedding.main, lambda c, k=kind: [
+                str(c["data"]["good"]), "--spm-model", str(c["data"]["good"] / "spm.model"), *TINY_MODEL_ARGS,
+                "--criterion", "adjust_label_smoothed_cross_entropy", "--batch-size", "2", "--cpu", "--adapter",
+                "--adapter-dim", "4", "--finetune-from-model", str(c["broken"][k]),
+                "--task-emb-file-path", str(c["root"] / "emb.safetensors")],
+            ["--finetune-from-model", f"{kind}.pt", says])
     cases["train-spm-empty-tsv"] = (train_spm.main, lambda c: [str(c["data"]["empty"] / "test.tsv"), "--out",
                                                                str(c["root"] / "spm")], ["no rows", "test.tsv"])
     return cases
@@ -183,7 +191,7 @@ def assert_one_line(prog: str, err: str, code, must_name: list) -> str:
 def test_command_answers_in_one_line(case, ctx, capsys):
     main, argv, must_name = CASES[case]
     prog = {"evaluate": "ofa-evaluate", "ckpt": "ofa-ckpt-info", "pieces": "ofa-pieces",
-            "similarity": "ofa-task-similarity", "train": "ofa-train-spm"}[case.split("-")[0]]
+            "similarity": "ofa-task-similarity", "train": "ofa-train-spm", "taskemb": "ofa-task-embedding"}[case.split("-")[0]]
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(argv(ctx))

@@ -120,6 +120,7 @@ def build(cfg: Any, split: str):
     from fairseq import checkpoint_utils, tasks
 
     from ..models.petl import active_methods, load_pieces
+    from ..utils.checkpoint_files import check_checkpoint_file
 
     task = tasks.setup_task(cfg.task)
     task.load_dataset(split, combine=False, epoch=1)
@@ -134,8 +135,7 @@ def build(cfg: Any, split: str):
     if getattr(model, "expert_mix", None) is not None:
         raise ValueError("--interpolation-experts: a task embedding is computed from ONE expert (--petl-load)")
     path = backbone_path(cfg)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone checkpoint not found: {path}")
+    check_checkpoint_file(path, "--finetune-from-model" if cfg.checkpoint.finetune_from_model else "--restore-file")
     state = checkpoint_utils.load_checkpoint_to_cpu(path)
     pieces = set(getattr(model, "petl_piece_names", ()))
     petl_load = getattr(cfg.model, "petl_load", None)
