@@ -101,7 +101,7 @@ def repair_save_dir(save_dir: PathLike, last_name: str = "checkpoint_last.pt") -
     folder = Path(save_dir)
     if not folder.is_dir():
         return []
-    actions = []
+    actions = _LoggedList()
     for p in sorted(folder.iterdir()):
         if _TMP_NAME.match(p.name) and p.is_file():
             p.unlink()
@@ -125,9 +125,15 @@ def repair_save_dir(save_dir: PathLike, last_name: str = "checkpoint_last.pt") -
             p.unlink()
             actions.append(f"{p}: {problem}; removed it (resuming from {last_name}; the run writes it again "
                            "when it reaches that point)")
-    for action in actions:
+    return list(actions)
+
+
+class _LoggedList(list):
+    """Each action is logged as it happens (a kill during the repair still leaves its trace)."""
+
+    def append(self, action: str) -> None:
         logger.warning("%s", action)
-    return actions
+        super().append(action)
 
 
 def check_training_start(save_dir: PathLike, restore_file: Optional[str], finetune_from_model: Optional[str],
