@@ -9,6 +9,7 @@ few cases as real subprocesses from the command line, `OFA_EXT_DEBUG=1` included
 
 import logging
 import os
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def _train_args(data: Path, save: Path, *extra) -> list:
 
 def _corrupt_copies(good: Path, out: Path) -> dict:
     data = good.read_bytes()
-    files = {"empty": b"", "truncated": data[: len(data) // 2], "random": os.urandom(4096),
+    files = {"empty": b"", "truncated": data[: len(data) // 2], "random": random.Random(0).randbytes(4096),
              "text": b"this is not a checkpoint\n"}
     paths = {}
     for name, content in files.items():
@@ -98,7 +99,7 @@ def ctx(tmp_path_factory):
     readonly.mkdir()
     readonly.chmod(0o555)
     pieces = root / "random.safetensors"
-    pieces.write_bytes(os.urandom(512))
+    pieces.write_bytes(random.Random(1).randbytes(512))
     return {"root": root, "data": folders, "ckpt": ckpt, "broken": _corrupt_copies(ckpt, broken),
             "readonly": readonly, "random_pieces": pieces}
 

@@ -13,9 +13,9 @@ import sys
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional
 
-from ..utils.errors import cli_entry
-
 import torch
+
+from ..utils.errors import cli_entry
 
 BUFFER_LEAVES = ("version", "token_rp_bucket", "image_rp_bucket", "image_position_idx",
                  "running_mean", "running_var", "num_batches_tracked")

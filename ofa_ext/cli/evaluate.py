@@ -15,14 +15,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..utils.errors import cli_entry
-
 import torch
 from tqdm import tqdm
 
 from ..utils.checkpoints import load_fairseq_checkpoint
 from ..utils.files import atomic_write_text, require_writable_folder
 from ..utils.options import parse_json_dict
+from ..utils.errors import cli_entry
 
 logger = logging.getLogger("ofa_ext.evaluate")
 

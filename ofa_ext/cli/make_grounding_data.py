@@ -14,9 +14,8 @@ import json
 import time
 from typing import List, Optional
 
-from ofa_ext.utils.errors import cli_entry
-
 from ofa_ext.data.synthetic import VARIANTS, make_grounding_splits
+from ofa_ext.utils.errors import cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:

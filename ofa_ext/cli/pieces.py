@@ -17,9 +17,8 @@ import os
 import sys
 from typing import Optional
 
-from ..utils.errors import cli_entry
-
 from ..utils.checkpoints import load_fairseq_checkpoint
+from ..utils.errors import cli_entry
 
 
 def _petl_model(path: str):

@@ -41,9 +41,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from ..utils.errors import cli_entry
-
 import torch
+
+from ..utils.errors import cli_entry
 
 logger = logging.getLogger("ofa_ext.task_embedding")
 

@@ -22,12 +22,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..utils.errors import cli_entry
-
 import numpy as np
 
 from ..metrics.fisher import load_task_embedding
 from ..metrics.similarity import SKIP_MODES, similarity_matrix, top_k
+from ..utils.errors import cli_entry
 
 DEFAULT_OUT = "results/task_similarity"
 

@@ -12,11 +12,10 @@ import argparse
 import sys
 from typing import Optional
 
-from ..utils.errors import cli_entry
-
 from ..data.grounding_dataset import GROUNDING_PROMPT
 from ..data.text import pre_caption, train_sentencepiece
 from ..data.tsv import TSVReader
+from ..utils.errors import cli_entry
 
 
 @cli_entry("ofa-train-spm")

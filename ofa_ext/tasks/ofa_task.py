@@ -70,10 +70,22 @@ def check_data_folder(data: Optional[str]) -> None:
                                 "or a comma list of TSV files)")
 
 
+def _called_from_fairseq_train() -> bool:
+    """Whether fairseq's training `main` is on the call stack (fairseq-train, ofa-train, ofa-launch)."""
+    train = sys.modules.get("fairseq_cli.train")
+    code = getattr(getattr(train, "main", None), "__code__", None)
+    frame = sys._getframe(1)
+    while frame is not None and code is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def is_training_start(kwargs: dict) -> bool:
-    """fairseq-train (or ofa-train / ofa-launch) setting up its task on the saving rank, not a
-    checkpoint being loaded for evaluation."""
-    if kwargs.get("from_checkpoint") or "fairseq_cli.train" not in sys.modules:
+    """fairseq's training loop setting up its task on the saving rank, not a checkpoint being loaded
+    for evaluation nor another command (task embedding) reusing the training options."""
+    if kwargs.get("from_checkpoint") or not _called_from_fairseq_train():
         return False
     import torch.distributed as dist
 

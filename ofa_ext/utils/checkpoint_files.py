@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 _ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = 0x80  # torch's legacy format starts with a pickle protocol opcode
+_PICKLE_PROTO = 0x80  # torch's legacy format starts with a pickle PROTO opcode (then the protocol, 2..5)
 _CHECKPOINT_NAME = re.compile(r"^checkpoint.*\.pt$")
 _TMP_NAME = re.compile(r"^(checkpoint.*\.pt\.tmp|\.checkpoint.*\.tmp)$")  # fairseq's and ours (atomic_path)
 
@@ -59,7 +59,7 @@ def diagnose(path: PathLike) -> Optional[str]:
             return (f"the file is truncated or corrupt ({size} bytes, the end of its zip archive is missing; a save "
                     "was interrupted or the disk was full)")
         return None
-    if head[:1] == bytes([_PICKLE_PROTO]):
+    if head[:1] == bytes([_PICKLE_PROTO]) and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return None
     return (f"not a torch checkpoint ({size} bytes starting with {head!r}: neither a zip archive (torch >= 1.6) "
             "nor a pickle (older torch))")
