@@ -211,6 +211,9 @@ def _train_cases():
     cases["train-bad-row-in-validation"] = (lambda c: _train_args(c["data"]["box_reversed"], c["root"] / "s_v",
                                                                   "--valid-subset", "test", "--max-update", "1"),
                                             ["test.tsv:2", "--skip-bad-rows", "reversed"])
+    cases["train-no-batch-survives-the-multiple-of-8"] = (
+        lambda c: _train_args(c["data"]["good"], c["root"] / "s_b", "--batch-size", "4"),
+        ["train.tsv", "4 row(s) make no training batch", "--required-batch-size-multiple"])
     cases["train-missing-data-folder"] = (lambda c: _train_args(c["root"] / "nowhere", c["root"] / "s_m")[:3]
                                           + ["--spm-model", str(c["data"]["good"] / "spm.model")]
                                           + _train_args(c["root"] / "nowhere", c["root"] / "s_m")[5:],

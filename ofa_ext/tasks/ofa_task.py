@@ -126,7 +126,17 @@ class OFATask(FairseqTask):
                 logger.info("whole-split pass: required_batch_size_multiple %s -> 1 so that no row is dropped",
                             kwargs["required_batch_size_multiple"])
                 kwargs["required_batch_size_multiple"] = 1
-        return super().get_batch_iterator(dataset, *args, **kwargs)
+            return super().get_batch_iterator(dataset, *args, **kwargs)
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        if len(itr) == 0 and len(dataset) > 0:  # would loop over empty epochs forever
+            multiple = kwargs.get("required_batch_size_multiple", args[4] if len(args) >= 5 else 1)
+            where = getattr(getattr(dataset, "reader", None), "path", "the training split")
+            raise ValueError(
+                f"{where}: its {len(dataset)} row(s) make no training batch that fairseq keeps (it drops a last "
+                f"batch whose size is not a multiple of --required-batch-size-multiple {multiple}); pass "
+                "--required-batch-size-multiple 1 or a smaller --batch-size"
+            )
+        return itr
 
     @property
     def source_dictionary(self):
