@@ -3,8 +3,14 @@
 Use it as ``fairseq-train --user-dir ofa_ext ...``. Importing the package registers every model,
 task and criterion with fairseq; fairseq itself only imports ``models/`` and ``tasks/`` of a user
 dir, so ``criterions`` is imported here. Python caches the import, so registration happens once.
+Importing also installs the one-line reporting of bad input (`utils/errors.py`) and two log
+filters (`utils/quiet_logs.py`).
 """
 
 __version__ = "0.1.0"
 
 from . import models, tasks, criterions, optim  # noqa: E402,F401  (registrations)
+from .utils import errors as _errors, quiet_logs as _quiet_logs  # noqa: E402
+
+_errors.install_excepthook()
+_quiet_logs.install()

@@ -237,5 +237,7 @@ def test_ckpt_info_cli(nano_file, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == 33_488_336 and len(info["shapes"]) == 543
     assert info["shapes"]["decoder.output_projection.weight"] == [59457, 256]
-    assert ckpt_info.main([str(path) + ".missing"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        ckpt_info.main([str(path) + ".missing"])
+    assert exit_info.value.code == 2
     assert "no such checkpoint" in capsys.readouterr().err

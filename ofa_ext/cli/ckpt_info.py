@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
+from ..utils.errors import cli_entry
+
 BUFFER_LEAVES = ("version", "token_rp_bucket", "image_rp_bucket", "image_position_idx",
                  "running_mean", "running_var", "num_batches_tracked")
 
@@ -80,6 +82,7 @@ def _print_text(info: Dict[str, Any]) -> None:
         print(f"  {m:40s} {n:5d} keys")
 
 
+@cli_entry("ofa-ckpt-info")
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="ofa-ckpt-info", description=__doc__.split("\n")[0])
     p.add_argument("path", nargs="?", help="checkpoint file (.pt)")
@@ -92,20 +95,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if (args.path is None) == (args.arch is None):
         p.error("give either a checkpoint PATH or --arch NAME")
     from ofa_ext.models.ofa.archs import OFA_DICT_SIZE
-    from ofa_ext.models.ofa.checkpoint import CheckpointError
 
-    try:
-        if args.arch:
-            info = arch_info(args.arch, args.dict_size or OFA_DICT_SIZE, bare=args.bare)
-            if args.json:
-                print(json.dumps(info))
-            else:
-                print(f"{info['arch']}: {info['params']:,} parameters, {len(info['shapes'])} state-dict keys")
-            return 0
-        info = checkpoint_info(args.path, args.allow_unsafe_pickle)
-    except (CheckpointError, ValueError) as e:
-        print(f"ofa-ckpt-info: error: {e}", file=sys.stderr)
-        return 2
+    if args.arch:
+        info = arch_info(args.arch, args.dict_size or OFA_DICT_SIZE, bare=args.bare)
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(f"{info['arch']}: {info['params']:,} parameters, {len(info['shapes'])} state-dict keys")
+        return 0
+    info = checkpoint_info(args.path, args.allow_unsafe_pickle)
     if args.json:
         print(json.dumps(info))
     else:

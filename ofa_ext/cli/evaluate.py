@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from ..utils.checkpoints import load_fairseq_checkpoint
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_write_text, require_writable_folder
 from ..utils.options import parse_json_dict
+from ..utils.errors import cli_entry
 
 logger = logging.getLogger("ofa_ext.evaluate")
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode over the whole vocabulary as OFA's released evaluation does")
     p.add_argument("--model-overrides", default="{}",
                    help="JSON object of task/model options to override (e.g. bpe_dir, selected_cols)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip (warn once each, count in summary.json) rows that cannot be read instead of stopping")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="evaluate on CPU even if a GPU is present")
     p.add_argument("--fp16", action="store_true")
@@ -61,16 +64,21 @@ def load_for_evaluation(path: str, data: str, overrides: dict):
     """Model (eval mode) and refcoco task from a checkpoint, with `data` as the task's data."""
     data_path = Path(data)
     arg_overrides = dict(overrides, data=str(data_path.parent if data_path.is_file() else data_path))
-    model, cfg, task = load_fairseq_checkpoint(path, arg_overrides)
+    model, cfg, task = load_fairseq_checkpoint(path, arg_overrides, what="--path")
     if task.__class__.__name__ != "RefcocoTask":
-        raise SystemExit(f"ofa-evaluate: {path} was trained for task {cfg.task._name!r}; expected 'refcoco'")
+        raise ValueError(f"--path {path}: trained for task {cfg.task._name!r}; expected 'refcoco'")
     return model.eval(), cfg, task
 
 
+@cli_entry("ofa-evaluate")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
-    model, cfg, task = load_for_evaluation(args.path, args.data, parse_json_dict(args.model_overrides, "--model-overrides"))
+    out_dir = require_writable_folder(args.results_path, "--results-path")  # before the pass, not after it
+    overrides = parse_json_dict(args.model_overrides, "--model-overrides")
+    if args.skip_bad_rows:
+        overrides["skip_bad_rows"] = True
+    model, cfg, task = load_for_evaluation(args.path, args.data, overrides)
     data_path = Path(args.data)
     subset = data_path.stem if data_path.is_file() else args.gen_subset
     use_cuda = torch.cuda.is_available() and not args.cpu
@@ -78,7 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     model.to(device=device, dtype=dtype)
 
-    task.load_dataset(subset)
+    task.load_dataset(subset)  # an empty split is an error there
     dataset = task.dataset(subset)
     gen_args = {"beam": args.beam, "min_len": args.min_len, "max_len_a": args.max_len_a,
                 "max_len_b": args.max_len_b, "no_repeat_ngram_size": args.no_repeat_ngram_size}
@@ -86,15 +94,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         task.cfg.unconstrained_decoding = True
     generator = task.build_grounding_generator([model], gen_args)
     itr = task.get_batch_iterator(dataset=dataset, max_sentences=args.batch_size, num_workers=args.num_workers,
-                                  ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
+                                  ignore_invalid_inputs=False, required_batch_size_multiple=1,
+                                  ).next_epoch_itr(shuffle=False)
 
     from ..evaluation.grounding import predict_grounding
     from fairseq import utils
 
-    out_dir = Path(args.results_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, hits, ious = [], 0.0, 0.0
     for sample in tqdm(itr, desc=f"evaluate {subset}", unit="batch", mininterval=1.0):
+        if not sample:
+            continue  # every row of this batch was bad (--skip-bad-rows)
         sample = utils.move_to_cuda(sample) if use_cuda else sample
         if dtype != torch.float32:
             sample["net_input"]["patch_images"] = sample["net_input"]["patch_images"].to(dtype)
@@ -107,21 +116,29 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "id": str(sample["id"][i]), "text": texts[i],
                 "pred_box": [round(float(v), 3) for v in pred.boxes[i]],
                 "gold_box": [round(float(v), 3) for v in sample["region_coords"][i]],
-                "iou": round(float(pred.iou[i]), 6), "hit": bool(pred.hits[i] > 0),
+                "iou": round(float(pred.true_iou[i]), 6), "hit": bool(pred.hits[i] > 0),
                 "score": round(float(pred.scores[i]), 6),
             })
         hits += float(pred.hits.sum())
-        ious += float(pred.iou.clamp(min=0).sum())
+        ious += float(pred.true_iou.sum())
     n = len(rows)
+    total = len(dataset) + int(getattr(dataset.reader, "num_bad_rows", 0))
+    skipped = total - n
+    if n == 0:
+        raise ValueError(f"{task.split_path(subset)}: none of its {total} row(s) could be evaluated "
+                         "(all were bad and skipped); expected at least one usable row")
+    if skipped:
+        logger.warning("%s: %d of %d row(s) skipped as bad (one warning each above); acc@0.5 is over the other %d",
+                       task.split_path(subset), skipped, total, n)
     summary = {
-        "acc@0.5": round(hits / n, 6) if n else None, "n": n, "mean_iou": round(ious / n, 6) if n else None,
+        "acc@0.5": round(hits / n, 6), "n": n, "rows": total, "skipped": skipped, "mean_iou": round(ious / n, 6),
         "subset": subset, "data": str(args.data), "checkpoint": str(args.path),
         "checkpoint_sha256": file_sha256(args.path), "decoding": dict(gen_args, constrained=not task.cfg.unconstrained_decoding),
         "command": "ofa-evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({"acc@0.5": summary["acc@0.5"], "n": n, "results": str(out_dir)}))
+    print(json.dumps({"acc@0.5": summary["acc@0.5"], "n": n, "skipped": skipped, "results": str(out_dir)}))
     return 0
 
 

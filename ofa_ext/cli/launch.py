@@ -16,6 +16,8 @@ import subprocess
 import sys
 from typing import Optional
 
+from ..utils.errors import cli_entry
+
 ENTRY_POINTS = {"train": "fairseq_cli.train", "validate": "fairseq_cli.validate",
                 "task_emb": "ofa_ext.cli.task_embedding"}
 
@@ -68,6 +70,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@cli_entry("ofa-launch")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     fairseq_args = args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args

@@ -15,6 +15,7 @@ import time
 from typing import List, Optional
 
 from ofa_ext.data.synthetic import VARIANTS, make_grounding_splits
+from ofa_ext.utils.errors import cli_entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_entry("ofa-make-grounding-data")
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()

@@ -20,6 +20,7 @@ import sys
 from typing import Optional
 
 from ..utils.checkpoints import load_fairseq_checkpoint
+from ..utils.errors import cli_entry
 from ..utils.options import parse_json_dict
 
 
@@ -27,7 +28,7 @@ def _petl_model(path: str, overrides: Optional[str] = None):
     """(model, cfg) of a PETL checkpoint; exits when it has no pieces."""
     from ..models.petl import active_methods
 
-    model, cfg, _ = load_fairseq_checkpoint(path, parse_json_dict(overrides, "--model-overrides"))
+    model, cfg, _ = load_fairseq_checkpoint(path, parse_json_dict(overrides, "--model-overrides"), what="checkpoint")
     petl_config = getattr(model, "petl_config", None)
     if petl_config is None or not active_methods(petl_config):
         raise SystemExit(f"ofa-pieces: {path} was trained without PETL flags; it has no pieces to export")
@@ -83,11 +84,32 @@ def collapse(args) -> dict:
     return info
 
 
+# option prefixes of each method (PETLConfig field names)
+METHOD_PREFIXES = {"adapter": ("adapter_",), "prefix": ("encoder_prompt", "decoder_prompt", "prompt_"),
+                   "lora": ("lora_",), "bitfit": ("bitfit_",)}
+
+
+def petl_hyper_parameters(petl_config) -> dict:
+    """The options of the methods a piece file holds (e.g. adapter_dim, lora_r), plus the opt-ins set."""
+    from ..models.petl.config import active_methods, petl_config_to_dict
+
+    values = petl_config_to_dict(petl_config)
+    prefixes = tuple(p for m in active_methods(petl_config) for p in METHOD_PREFIXES.get(m, ()))
+    chosen = {k: v for k, v in values.items() if k.startswith(prefixes)}
+    chosen.update({k: True for k in ("train_layernorm", "train_head", "freeze_resnet") if values.get(k)})
+    if "prefix" in active_methods(petl_config):  # only the side(s) that have prefixes
+        chosen = {k: v for k, v in chosen.items()
+                  if not (k.startswith("encoder_prompt_") and not values["encoder_prompt"])
+                  and not (k.startswith("decoder_prompt_") and not values["decoder_prompt"])}
+    return chosen
+
+
 def info(args) -> dict:
     from ..models.petl import read_piece_file
 
     tensors, meta = read_piece_file(args.pieces)
     summary = {k: v for k, v in meta.items() if k != "petl_config"}
+    summary["hyper_parameters"] = petl_hyper_parameters(meta["petl_config"])  # e.g. adapter_dim, lora_r
     summary["params"] = sum(t.numel() for t in tensors.values())
     summary["tensors"] = len(tensors)
     print(json.dumps(summary, indent=2, default=str))
@@ -117,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_entry("ofa-pieces")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.func(args)

@@ -26,9 +26,10 @@ released setting: dropout, drop path and BatchNorm batch statistics active; per-
 then loop over samples instead of vmap).
 
 The output is a ``.safetensors`` file, or a folder (π-Tuning's ``results/{task}`` layout) that gets
-``task_emb.safetensors``. The task name defaults to the expert piece file's ``task`` metadata (so that
-``ofa-task-similarity`` and ``--interpolation-similarities`` match experts by name), else the data
-folder's name.
+``task_emb.safetensors``. The task name (``--task-emb-name``) defaults to the expert piece file's
+``task`` metadata (so that ``ofa-task-similarity`` and ``--interpolation-similarities`` match experts
+by name), else the output's name (``results/task_emb/refcoco.safetensors`` or ``results/refcoco/``:
+``refcoco``). The header counts the split's rows, the rows used and the rows skipped.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
+
+from ..utils.errors import cli_entry
 
 logger = logging.getLogger("ofa_ext.task_embedding")
 
@@ -63,7 +66,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "takes ceil(n/N))")
     g.add_argument("--fisher-split", default=None, help="split to embed (default: --train-subset)")
     g.add_argument("--task-emb-name", default=None,
-                   help="task name recorded in the file (default: the expert's task, else the data folder's name)")
+                   help="task name recorded in the file (default: the expert piece file's task, else the output "
+                        "file's stem / folder's name)")
 
 
 def output_path(spec: str) -> Path:
@@ -116,6 +120,7 @@ def build(cfg: Any, split: str):
     from fairseq import checkpoint_utils, tasks
 
     from ..models.petl import active_methods, load_pieces
+    from ..utils.checkpoint_files import check_checkpoint_file
 
     task = tasks.setup_task(cfg.task)
     task.load_dataset(split, combine=False, epoch=1)
@@ -130,8 +135,7 @@ def build(cfg: Any, split: str):
     if getattr(model, "expert_mix", None) is not None:
         raise ValueError("--interpolation-experts: a task embedding is computed from ONE expert (--petl-load)")
     path = backbone_path(cfg)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone checkpoint not found: {path}")
+    check_checkpoint_file(path, "--finetune-from-model" if cfg.checkpoint.finetune_from_model else "--restore-file")
     state = checkpoint_utils.load_checkpoint_to_cpu(path)
     pieces = set(getattr(model, "petl_piece_names", ()))
     petl_load = getattr(cfg.model, "petl_load", None)
@@ -158,7 +162,7 @@ def batches(cfg: Any, task, model, split: str, rank: int, world: int):
         max_sentences=cfg.dataset.batch_size,
         max_positions=utils.resolve_max_positions(task.max_positions(), model.max_positions(), cfg.dataset.max_tokens),
         ignore_invalid_inputs=True,
-        required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
+        required_batch_size_multiple=1,  # a whole-split pass: fairseq's default 8 drops a last smaller batch
         seed=cfg.common.seed,
         num_shards=world,
         shard_id=rank,
@@ -250,6 +254,7 @@ def run(args: argparse.Namespace) -> Optional[Path]:
         "seed": cfg.common.seed,
         "max_samples": args.fisher_max_samples,
         **est.meta(),
+        **row_counts(task.dataset(split), est.n_samples, args.fisher_max_samples),
     }
     if petl_load:
         meta["expert_task"] = read_piece_file(petl_load, tensors=False)[1].get("task")
@@ -257,14 +262,27 @@ def run(args: argparse.Namespace) -> Optional[Path]:
     if rank == 0:
         written = save_task_embedding(out, est.fisher, meta)
         total = sum(float(t.sum()) for t in est.fisher.values())
-        print(f"task embedding {name}: {len(est.fisher)} tensors, {est.n_samples} samples in {est.n_batches} "
-              f"batches ({est.estimator}, {est.mode} mode, {world} process(es)), sum {total:.6g} -> {written}")
+        skipped = "" if meta["rows_skipped"] is None else f", {meta['rows_skipped']} skipped"
+        print(f"task embedding {name}: {len(est.fisher)} tensors, {est.n_samples} samples of {meta['split_rows']} rows"
+              f"{skipped} in {est.n_batches} batches ({est.estimator}, {est.mode} mode, {world} process(es)), "
+              f"sum {total:.6g} -> {written}")
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
     return written
+
+
+def row_counts(dataset, seen: int, max_samples: int) -> Dict[str, Any]:
+    """Rows of the split (bad lines included), rows the pass used and, for a whole-split pass, rows
+    skipped (bad rows with --skip-bad-rows, rows too long for the model)."""
+    total = len(dataset) + int(getattr(getattr(dataset, "reader", None), "num_bad_rows", 0))
+    skipped = None if max_samples else total - seen
+    if skipped:
+        logger.warning("task embedding: %d of %d rows skipped (see the warnings above); the Fisher is over the "
+                       "other %d", skipped, total, seen)
+    return {"split_rows": total, "rows_seen": seen, "rows_skipped": skipped}
 
 
 def task_name(args: argparse.Namespace, cfg: Any) -> str:
@@ -277,7 +295,8 @@ def task_name(args: argparse.Namespace, cfg: Any) -> str:
         stored = read_piece_file(petl_load, tensors=False)[1].get("task")
         if stored:
             return stored
-    return os.path.basename(os.path.normpath(str(cfg.task.data or "").split(",")[0])) or "task"
+    out = Path(args.task_emb_file_path)  # the name the user gave the output (not a data folder's "data")
+    return (out.stem if out.suffix == ".safetensors" else out.name) or "task"
 
 
 def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -295,14 +314,11 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
+@cli_entry("ofa-task-embedding")
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         stream=sys.stdout)
-    args = parse(argv)
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        raise SystemExit(f"ofa-task-embedding: error: {e}") from None
+    run(parse(argv))
     return 0
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..metrics.fisher import load_task_embedding
 from ..metrics.similarity import SKIP_MODES, similarity_matrix, top_k
+from ..utils.errors import cli_entry
 
 DEFAULT_OUT = "results/task_similarity"
 
@@ -83,12 +84,9 @@ def plot_heatmap(path: Path, matrix: np.ndarray, names: Sequence[str]) -> None:
     plt.close(fig)
 
 
+@cli_entry("ofa-task-similarity")
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        raise SystemExit(f"ofa-task-similarity: error: {e}") from None
+    return _run(build_parser().parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -15,8 +15,10 @@ from typing import Optional
 from ..data.grounding_dataset import GROUNDING_PROMPT
 from ..data.text import pre_caption, train_sentencepiece
 from ..data.tsv import TSVReader
+from ..utils.errors import cli_entry
 
 
+@cli_entry("ofa-train-spm")
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="ofa-train-spm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +33,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         reader = TSVReader(path)
         texts.extend(args.prompt.format(pre_caption(reader.column(i, args.text_col))) for i in range(len(reader)))
     if not texts:
-        raise SystemExit(f"ofa-train-spm: no rows in {args.tsv}")
+        raise ValueError(f"{', '.join(args.tsv)}: no rows (empty or blank files); expected tab-separated rows with a text in column {args.text_col}")
     model = train_sentencepiece(texts, args.out, vocab_size=args.vocab_size)
     print(model)
     return 0

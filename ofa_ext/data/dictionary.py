@@ -24,11 +24,16 @@ BPE_FILES_HINT = (
 )
 
 
+#: Where a sentencepiece model comes from.
+SPM_HINT = "train one with `ofa-train-spm TRAIN.tsv --out DIR` and pass --spm-model DIR/spm.model"
+
+
 def require_file(path: PathLike, what: str) -> Path:
     """Return ``path`` as a Path, or fail with a message saying what the file is and where to get it."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}. {BPE_FILES_HINT}.")
+        hint = SPM_HINT if "sentencepiece" in what else BPE_FILES_HINT
+        raise FileNotFoundError(f"{what} not found: {p}. {hint[0].upper() + hint[1:]}.")
     return p
 
 

@@ -110,6 +110,7 @@ class GroundingDataset(FairseqDataset):
         self.epoch = 1
         self.transform = PatchTransform(patch_image_size, imagenet_default_mean_and_std)
         self.num_skipped = 0  # per process: DataLoader workers keep their own count
+        self._warned: set = set()
         self.bos, self.eos, self.pad = dictionary.bos(), dictionary.eos(), dictionary.pad()
         self._sizes: Optional[np.ndarray] = None
         if "{}" not in prompt:
@@ -177,14 +178,17 @@ class GroundingDataset(FairseqDataset):
             return self._make_example(index)
         except BadRowError as exc:
             if not self.skip_bad_rows:
-                raise
+                raise BadRowError(f"{exc} (--skip-bad-rows skips and counts such rows)") from None
             self.num_skipped += 1
-            logger.warning("skipping bad row: %s", exc)
+            if index not in self._warned:  # one warning per row, not one per epoch
+                self._warned.add(index)
+                logger.warning("skipping bad row: %s", exc)
             return None
 
     # -- batches ------------------------------------------------------------------------------------
     def collater(self, samples: List[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
         """OFA's refcoco batch; ``{}`` when no usable sample is left (fairseq treats it as a dummy)."""
+        skipped = sum(s is None for s in samples)
         samples = [s for s in samples if s is not None]
         if not samples:
             return {}
@@ -196,7 +200,7 @@ class GroundingDataset(FairseqDataset):
         src_lengths = torch.LongTensor([int(s["source"].ne(self.pad).sum()) for s in samples])
         target = merge("target")
         ntokens = int(sum(int(s["target"].ne(self.pad).sum()) for s in samples))
-        return {
+        batch = {
             "id": np.array([s["id"] for s in samples]),
             "text": [s["text"] for s in samples],
             "nsentences": len(samples),
@@ -213,6 +217,9 @@ class GroundingDataset(FairseqDataset):
             "h_resize_ratios": torch.stack([s["h_resize_ratio"] for s in samples], dim=0),
             "region_coords": torch.stack([s["region_coord"] for s in samples], dim=0),
         }
+        if skipped:
+            batch["num_skipped"] = skipped  # rows of this batch left out (--skip-bad-rows)
+        return batch
 
     # -- sizes for fairseq's batching ---------------------------------------------------------------
     @property

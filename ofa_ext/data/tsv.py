@@ -12,19 +12,19 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..utils.files import atomic_path
+from ..utils.files import atomic_path, folder_writable
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 4 << 20
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: whitespace-only lines are empty
+_MAX_ROW_WARNINGS = 100
 
 
 class BadRowError(ValueError):
@@ -86,21 +86,25 @@ def scan_lines(path: Path, separator: bytes = b"\t") -> LineIndex:
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
     ncols = (np.diff(np.concatenate([[0], cum])) + 1).astype(np.int32)
     ncols[ends - starts == 0] = 0
+    _mark_blank_lines(path, starts, ends, ncols)
     return LineIndex(starts=starts, ends=ends.astype(np.int64), ncols=ncols)
+
+
+def _mark_blank_lines(path: Path, starts: np.ndarray, ends: np.ndarray, ncols: np.ndarray, longest: int = 64) -> None:
+    """Whitespace-only lines (``\r`` of a CRLF file, stray spaces) count as empty, like empty lines.
+    Only short lines without a separator can be blank, so only those are read."""
+    candidates = np.flatnonzero((ncols == 1) & (ends - starts <= longest))
+    if not len(candidates):
+        return
+    with open(path, "rb") as f:
+        for line in candidates:
+            f.seek(int(starts[line]))
+            if not f.read(int(ends[line] - starts[line])).strip():
+                ncols[line] = 0
 
 
 def _index_path(path: Path) -> Path:
     return path.with_name(path.name + ".index.npz")
-
-
-def _folder_writable(folder: Path) -> bool:
-    """Writable by us *and* not marked read-only (root passes ``os.access`` on any folder, but a
-    folder without write bits is meant to stay untouched)."""
-    try:
-        mode = folder.stat().st_mode
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
 def load_line_index(path: Path, separator: str = "\t", use_cache: bool = True) -> LineIndex:
@@ -116,7 +120,7 @@ def load_line_index(path: Path, separator: str = "\t", use_cache: bool = True) -
         except Exception as exc:  # a corrupt cache is rebuilt, never trusted
             logger.warning("ignoring unreadable TSV index %s: %s", cache, exc)
     index = scan_lines(path, separator.encode())
-    if use_cache and _folder_writable(path.parent):
+    if use_cache and folder_writable(path.parent):
         try:
             with atomic_path(cache) as tmp, open(tmp, "wb") as f:
                 np.savez(f, key=key, starts=index.starts, ends=index.ends, ncols=index.ncols)
@@ -165,11 +169,15 @@ class TSVReader:
             line = int(bad[0])
             raise BadRowError(
                 f"{self.path}:{line + 1}: expected {expected_cols} tab-separated columns, found "
-                f"{int(index.ncols[line])} ({len(bad)} bad line(s) in total; pass skip_bad_rows to drop them)"
+                f"{int(index.ncols[line])} ({len(bad)} bad line(s) in total; --skip-bad-rows skips and counts them)"
             )
+        for line in bad[:_MAX_ROW_WARNINGS]:
+            logger.warning("skipping bad row: %s:%d: expected %d tab-separated columns, found %d",
+                           self.path, int(line) + 1, expected_cols, int(index.ncols[line]))
         if len(bad):
-            logger.warning("%s: skipping %d line(s) with a column count other than %d (first: line %d)",
-                           self.path, len(bad), expected_cols, int(bad[0]) + 1)
+            more = f" (warnings for the first {_MAX_ROW_WARNINGS} only)" if len(bad) > _MAX_ROW_WARNINGS else ""
+            logger.warning("%s: %d line(s) skipped with a column count other than %d%s",
+                           self.path, len(bad), expected_cols, more)
         self.num_bad_rows = int(len(bad))
         self._rows = nonempty[good].astype(np.int64)  # line numbers (0-based) of the usable rows
         self._fh = None

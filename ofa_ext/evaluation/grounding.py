@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.boxes import tokens_to_boxes
-from ..metrics.boxes import box_overlap, grounding_hits
+from ..metrics.boxes import box_overlap, grounding_hits, true_iou
 from .generation import generate_from_bos
 
 
@@ -17,8 +17,9 @@ class GroundingPredictions:
     tokens: torch.Tensor  # [B, 4] generated ids (eos removed)
     scores: torch.Tensor  # [B] beam score of the best hypothesis
     boxes: torch.Tensor  # [B, 4] x0, y0, x1, y1 in original-image pixels
-    iou: torch.Tensor  # [B]
+    iou: torch.Tensor  # [B] OFA's formula (unclamped intersection: negative for disjoint boxes)
     hits: torch.Tensor  # [B] 1.0 where IoU >= 0.5 with a positive intersection, else 0.0
+    true_iou: torch.Tensor  # [B] intersection over union in [0, 1] (what predictions.jsonl reports)
 
 
 def predict_grounding(generator, models: list, sample: dict, dictionary, num_bins: int,
@@ -31,4 +32,4 @@ def predict_grounding(generator, models: list, sample: dict, dictionary, num_bin
                             dictionary_size=len(dictionary), num_bins=num_bins, max_image_size=max_image_size)
     gold = sample["region_coords"].float().cpu()
     overlap = box_overlap(boxes, gold)
-    return GroundingPredictions(tokens, scores, boxes, overlap.iou, grounding_hits(boxes, gold))
+    return GroundingPredictions(tokens, scores, boxes, overlap.iou, grounding_hits(boxes, gold), true_iou(boxes, gold))

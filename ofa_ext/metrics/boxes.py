@@ -52,6 +52,19 @@ def box_iou(pred: BoxArray, gold: BoxArray) -> torch.Tensor:
     return box_overlap(pred, gold).iou
 
 
+def true_iou(pred: BoxArray, gold: BoxArray) -> torch.Tensor:
+    """IoU in [0, 1] of corresponding rows: the intersection and the areas are clamped at zero, so
+    disjoint (or reversed) boxes give 0, not OFA's negative ratio. For reporting; hits use OFA's rule."""
+    p, g = _as_boxes(pred, "pred"), _as_boxes(gold, "gold")
+    _, inter_w, inter_h = box_overlap(p, g)
+    g = g.to(device=p.device, dtype=p.dtype)
+    inter = inter_w.clamp(min=0) * inter_h.clamp(min=0)
+    area_p = (p[:, 2] - p[:, 0]).clamp(min=0) * (p[:, 3] - p[:, 1]).clamp(min=0)
+    area_g = (g[:, 2] - g[:, 0]).clamp(min=0) * (g[:, 3] - g[:, 1]).clamp(min=0)
+    union = area_p + area_g - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+
+
 def grounding_hits(pred: BoxArray, gold: BoxArray, threshold: float = 0.5) -> torch.Tensor:
     """1.0 where ``iou >= threshold`` and the boxes truly intersect, else 0.0 (Acc@0.5 summands)."""
     iou, iw, ih = box_overlap(pred, gold)

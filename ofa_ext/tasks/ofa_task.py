@@ -5,14 +5,20 @@ a directory holding `{split}.tsv` files, or OFA's comma list of files: split `tr
 but the last file (one file per epoch), every other split reads the last one.
 """
 
+import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
+from omegaconf import II
 
 from ..data.text import build_text_encoder
+from ..utils.checkpoint_files import check_training_start
+
+logger = logging.getLogger(__name__)
 
 TEXT_ENCODERS = ("gpt2", "sentencepiece")
 
@@ -40,6 +46,50 @@ class OFATaskConfig(FairseqDataclass):
     skip_bad_rows: bool = field(
         default=False, metadata={"help": "skip (and count) malformed TSV rows instead of stopping with an error"}
     )
+    # fairseq's own options, read (never set) so that a training start can check its files first
+    train_subset: str = II("dataset.train_subset")
+    save_dir: Optional[str] = II("checkpoint.save_dir")
+    restore_file: Optional[str] = II("checkpoint.restore_file")
+    finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
+    checkpoint_suffix: Optional[str] = II("checkpoint.checkpoint_suffix")
+
+
+def _option(cfg, name: str, default=None):
+    """A fairseq option mirrored into the task config, or `default` outside a fairseq run."""
+    try:
+        value = getattr(cfg, name, default)
+    except Exception:  # an interpolation without the global config (task built on its own)
+        return default
+    return default if isinstance(value, str) and value.startswith("${") else value
+
+
+def check_data_folder(data: Optional[str]) -> None:
+    """A DATA that is neither a comma list nor a .tsv file must be an existing folder."""
+    if data and "," not in str(data) and Path(data).suffix != ".tsv" and not Path(data).exists():
+        raise FileNotFoundError(f"data folder not found: {data} (DATA must be a folder of {{split}}.tsv files "
+                                "or a comma list of TSV files)")
+
+
+def _called_from_fairseq_train() -> bool:
+    """Whether fairseq's training `main` is on the call stack (fairseq-train, ofa-train, ofa-launch)."""
+    train = sys.modules.get("fairseq_cli.train")
+    code = getattr(getattr(train, "main", None), "__code__", None)
+    frame = sys._getframe(1)
+    while frame is not None and code is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def is_training_start(kwargs: dict) -> bool:
+    """fairseq's training loop setting up its task on the saving rank, not a checkpoint being loaded
+    for evaluation nor another command (task embedding) reusing the training options."""
+    if kwargs.get("from_checkpoint") or not _called_from_fairseq_train():
+        return False
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
 
 
 class OFATask(FairseqTask):
@@ -59,7 +109,34 @@ class OFATask(FairseqTask):
             kind=kind, bpe_dir=cfg.bpe_dir, spm_model=cfg.spm_model,
             num_bins=cfg.num_bins, code_dict_size=cfg.code_dict_size,
         )
+        if is_training_start(kwargs):
+            check_data_folder(cfg.data)
+        if is_training_start(kwargs) and _option(cfg, "save_dir"):
+            check_training_start(_option(cfg, "save_dir"), _option(cfg, "restore_file"),
+                                 _option(cfg, "finetune_from_model"), _option(cfg, "checkpoint_suffix") or "")
         return cls(cfg, dictionary, text_encoder)
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """Every split but the training one is read whole: fairseq's `--required-batch-size-multiple`
+        (default 8) drops a last batch of another size, which would leave validation rows unseen."""
+        if dataset is not self.datasets.get(_option(self.cfg, "train_subset", "train")):
+            if len(args) >= 5:  # positional required_batch_size_multiple (fairseq passes keywords)
+                args = args[:4] + (1,) + args[5:]
+            elif kwargs.get("required_batch_size_multiple", 1) != 1:
+                logger.info("whole-split pass: required_batch_size_multiple %s -> 1 so that no row is dropped",
+                            kwargs["required_batch_size_multiple"])
+                kwargs["required_batch_size_multiple"] = 1
+            return super().get_batch_iterator(dataset, *args, **kwargs)
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        if len(itr) == 0 and len(dataset) > 0:  # would loop over empty epochs forever
+            multiple = kwargs.get("required_batch_size_multiple", args[4] if len(args) >= 5 else 1)
+            where = getattr(getattr(dataset, "reader", None), "path", "the training split")
+            raise ValueError(
+                f"{where}: its {len(dataset)} row(s) make no training batch that fairseq keeps (it drops a last "
+                f"batch whose size is not a multiple of --required-batch-size-multiple {multiple}); pass "
+                "--required-batch-size-multiple 1 or a smaller --batch-size"
+            )
+        return itr
 
     @property
     def source_dictionary(self):
@@ -74,6 +151,7 @@ class OFATask(FairseqTask):
         if not self.cfg.data:
             raise ValueError("no data given: pass a directory of {split}.tsv files or a comma list of TSV files")
         data = Path(self.cfg.data)
+        check_data_folder(self.cfg.data)
         if data.is_dir():
             path = data / f"{split}.tsv"
         else:
@@ -85,6 +163,15 @@ class OFATask(FairseqTask):
         if not path.is_file():
             raise FileNotFoundError(f"data file for split {split!r} not found: {path} (from --data {self.cfg.data})")
         return path
+
+    def check_rows(self, split: str, path: Path, dataset) -> None:
+        """Log how many rows `split` has (and how many lines were skipped); an empty split is an error."""
+        bad = int(getattr(getattr(dataset, "reader", None), "num_bad_rows", 0))
+        skipped = f", {bad} bad line(s) skipped" if bad else ""
+        if len(dataset) == 0:
+            raise ValueError(f"{path}: split {split!r} has no rows (the file is empty or blank{skipped}); "
+                             "expected at least one tab-separated row")
+        logger.info("%s: split %s, %d rows from %s%s", self.__class__.__name__, split, len(dataset), path, skipped)
 
     def max_positions(self):
         return None

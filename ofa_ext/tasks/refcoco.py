@@ -52,7 +52,7 @@ class RefcocoTask(OFATask):
             num_bins=self.cfg.num_bins, max_src_length=self.cfg.max_src_length,
             skip_bad_rows=self.cfg.skip_bad_rows, shuffle=(split == "train"), seed=getattr(self.cfg, "seed", 1),
         )
-        logger.info("refcoco: split %s, %d rows from %s", split, len(self.datasets[split]), path)
+        self.check_rows(split, path, self.datasets[split])
 
     def bin_range(self) -> tuple[int, int]:
         start = first_bin_id(self.dictionary, self.cfg.num_bins)
@@ -80,11 +80,16 @@ class RefcocoTask(OFATask):
             logging_output["_acc_cnt"] = int(pred.hits.numel())
             if self.cfg.eval_print_samples:
                 logger.info("example: id=%s pred=%s gold=%s iou=%.3f", sample["id"][0], pred.boxes[0].tolist(),
-                            sample["region_coords"][0].tolist(), float(pred.iou[0]))
+                            sample["region_coords"][0].tolist(), float(pred.true_iou[0]))
+        logging_output["_valid_rows"] = int(sample["nsentences"])
+        logging_output["_valid_skipped"] = int(sample.get("num_skipped", 0))
         return loss, sample_size, logging_output
 
     def reduce_metrics(self, logging_outputs, criterion):
         super().reduce_metrics(logging_outputs, criterion)
+        if any("_valid_rows" in log for log in logging_outputs):  # validation: every row is counted
+            metrics.log_scalar_sum("rows", sum(log.get("_valid_rows", 0) for log in logging_outputs))
+            metrics.log_scalar_sum("skipped", sum(log.get("_valid_skipped", 0) for log in logging_outputs))
         count = sum(log.get("_acc_cnt", 0) for log in logging_outputs)
         if count > 0:
             metrics.log_scalar("_acc_sum", sum(log.get("_acc_sum", 0) for log in logging_outputs))

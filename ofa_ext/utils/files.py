@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -40,3 +41,33 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def folder_writable(folder: PathLike) -> bool:
+    """Writable by us *and* not marked read-only (root passes ``os.access`` on any folder, but a
+    folder without write bits is meant to stay untouched)."""
+    try:
+        mode = Path(folder).stat().st_mode
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def require_writable_folder(folder: PathLike, option: str) -> Path:
+    """Create `folder` if needed and check that files can be written there, before any long pass."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{option} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not folder_writable(existing):  # checked before creating anything (root may write anywhere)
+            raise PermissionError
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        reason = e.strerror or "no write permission"
+        raise PermissionError(f"{option} {path}: cannot write there ({reason}); expected a writable folder") from None
+    return path

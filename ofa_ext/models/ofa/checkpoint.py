@@ -24,6 +24,7 @@ from .placeholder_dict import SizedDictionary
 # Official files pickle argparse.Namespace, fairseq its OmegaConf config: allow exactly these for
 # every torch.load in the process (fairseq's own loader included), keeping weights_only=True.
 from ...utils import safe_load  # noqa: E402,F401
+from ...utils.checkpoint_files import diagnose  # noqa: E402
 
 
 class CheckpointError(RuntimeError):
@@ -32,8 +33,9 @@ class CheckpointError(RuntimeError):
 
 def read_checkpoint(path: str, allow_unsafe_pickle: bool = False) -> Dict[str, Any]:
     """torch.load a checkpoint on the CPU with clear errors for unreadable files."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    problem = diagnose(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     size = os.path.getsize(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -94,6 +94,22 @@ def _package_version() -> str:
         return "unknown"
 
 
+def check_arch_label(model: nn.Module, arch: Optional[str]) -> None:
+    """ValueError when `arch` names a known OFA size that the model does not have (a wrong label
+    would make the file refuse the backbone it was made for, or accept the wrong one)."""
+    from ..ofa.archs import ARCH_ALIASES, ARCH_SIZES
+
+    sizes = ARCH_SIZES.get(ARCH_ALIASES.get(arch, arch)) if arch else None
+    if not sizes:
+        return
+    sig = backbone_signature(model)
+    expected = {"encoder_layers": sizes["encoder_layers"], "encoder_embed_dim": sizes["encoder_embed_dim"],
+                "encoder_ffn_dim": sizes["encoder_ffn_embed_dim"], "decoder_layers": sizes["decoder_layers"]}
+    wrong = [f"{k} {sig[k]} (expected {v})" for k, v in expected.items() if k in sig and sig[k] != v]
+    if wrong:
+        raise ValueError(f"save_pieces(arch={arch!r}): the model is not {arch}: " + ", ".join(wrong))
+
+
 def save_pieces(
     model: nn.Module,
     path: str,
@@ -107,6 +123,7 @@ def save_pieces(
     ``cfg`` defaults to the config ``apply_petl`` stored on the model. Returns what was saved.
     """
     cfg = as_petl_config(cfg if cfg is not None else getattr(model, "petl_config", None) or PETLConfig())
+    check_arch_label(model, arch)
     tensors = {n: t.to("cpu", copy=True).contiguous() for n, t in piece_state_dict(model).items()}
     if not tensors:
         raise ValueError(f"save_pieces({path!r}): the model has no trainable tensors; call apply_petl first")
