@@ -53,6 +53,7 @@ setup(
             "ofa-train-spm=ofa_ext.cli.train_spm:main",
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
+            "ofa-source-features=ofa_ext.cli.source_features:main",
         ]
     },
 )
