@@ -41,6 +41,9 @@ setup(
         "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "scikit-learn>=1.3",
+        "pyts>=0.13",
+        "gensim>=4.3",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
     entry_points={
@@ -53,6 +56,7 @@ setup(
             "ofa-train-spm=ofa_ext.cli.train_spm:main",
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
+            "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
             "ofa-source-features=ofa_ext.cli.source_features:main",
         ]
     },
