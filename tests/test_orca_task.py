@@ -133,6 +133,7 @@ def test_run_script_at_toy_size(data, tmp_path):
     proc = run(cmd, cwd=tmp_path, timeout=900)
     log = proc.stdout + proc.stderr
     assert "align_loss" in log and (tmp_path / "ck" / "checkpoint_last.pt").is_file(), log[-3000:]
+    assert f"from {root / 'gunpoint' / 'train.npz'}" in log  # the script trained on the DATA it was given
 
 
 # ------------------------------------------------------------------------------------ bad input

@@ -8,7 +8,7 @@
 # NPROC>1: CPU processes (gloo), or GPUs with GPU=1. Refine with PETL only: EXTRA="--lora --lora-r 8".
 set -euo pipefail
 
-DATA=${DATA:?set DATA to a folder of {train,valid,test}.npz}
+DATA=${DATA:?set DATA to a folder of train.npz, valid.npz, test.npz}
 BODY=${BODY:-minilm}                          # minilm | hf:DIR (RoBERTa for 1-D, Swin for 2-D) | ofa:CKPT.pt
 SOURCE=${SOURCE:-$DATA/source_features.safetensors}
 SOURCE_CORPUS=${SOURCE_CORPUS:-lee}           # lee | polarity | npz:PATH (images, e.g. CIFAR-10 as x/y)
