@@ -90,7 +90,13 @@ def _labels(mode: str, corpus_labels: Optional[np.ndarray], pooled: torch.Tensor
         return torch.as_tensor(ids, dtype=torch.long), "corpus"
     from ..metrics.kmeans import pseudo_labels
 
-    return torch.as_tensor(pseudo_labels(pooled.numpy(), k=k, seed=seed)), f"kmeans(k={k}, seed={seed})"
+    labels = torch.as_tensor(pseudo_labels(pooled.numpy(), k=k, seed=seed))
+    counts = torch.bincount(labels)
+    if (counts < 2).any():  # OTDD needs 2 rows per class: say so now, not at training time
+        c = int(torch.nonzero(counts < 2)[0])
+        raise SystemExit(f"ofa-source-features: k-means cluster {c} has {int(counts[c])} row; OTDD needs at "
+                         f"least 2 per class: lower --kmeans-k ({k}) or raise --max-rows")
+    return labels, f"kmeans(k={k}, seed={seed})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@
 # where A->B is the mean OTDD to the source at the first and last align update.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-WORK=${WORK:-$REPO/results/orca/work}
+WORK=${WORK:-$REPO/results/demo/work/orca}      # git-ignored
 OUT=${OUT:-$REPO/results/orca}
 SEEDS=${SEEDS:-"1 2 3"}
 EMBEDDER_EPOCHS=${EMBEDDER_EPOCHS:-15}      # align updates
