@@ -18,7 +18,7 @@ import torch.distributed as dist
 from fairseq import metrics
 from fairseq.criterions import register_criterion
 
-from ..metrics.alignment import gather_cloud, weighted_alignment
+from ..metrics.alignment import gather_cloud, rank_and_world, weighted_alignment
 from ..models.bodies.base import mean_pool
 from .crossmodal_loss import CrossmodalLoss, CrossmodalLossConfig
 
@@ -34,10 +34,6 @@ def embedded_features(model, x: torch.Tensor) -> torch.Tensor:
     """(B, ...) target inputs → (B, d): the embedder's tokens mean-pooled (what ORCA aligns)."""
     tokens, padding_mask = model.embedder(x)  # (B, T, d)
     return mean_pool(tokens, padding_mask)
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 @register_criterion("orca_align", dataclass=OrcaAlignConfig)
@@ -57,7 +53,7 @@ class OrcaAlignCriterion(CrossmodalLoss):
                                  f"--orca-maxsamples {maxsamples} allows")
         loss, per_class = weighted_alignment(self.task.alignment, clouds, batch["weights"],
                                              self.task.cfg.seed, batch["update"])
-        first = float(_rank() == 0)
+        first = float(rank_and_world()[0] == 0)
         n_local = sum(int(x.shape[0]) for x in batch["shards"].values())
         log = {"align_loss": float(loss.detach()) * first, "align_updates": first,
                "nsentences": n_local, "ntokens": n_local, "sample_size": 1}
@@ -88,9 +84,9 @@ class OrcaAlignCriterion(CrossmodalLoss):
 def average_gradients(module: torch.nn.Module) -> None:
     """Make every rank's gradients the mean over ranks (the gather's backward gives each rank
     world_size × its shard's share; the mean is the 1-process gradient). No-op on 1 process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = rank_and_world()[1]
+    if world == 1:
         return
-    world = dist.get_world_size()
     for p in module.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad)

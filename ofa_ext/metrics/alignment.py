@@ -102,10 +102,11 @@ def weighted_alignment(objective: AlignmentObjective, clouds: Mapping[int, Tenso
     return total, per_class
 
 
-def _world(group=None) -> int:
+def rank_and_world(group=None) -> Tuple[int, int]:
+    """(rank, world size) of the default or given process group; (0, 1) without one."""
     if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size(group)
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
 
 
 def gather_cloud(local: Tensor, group=None) -> Tensor:
@@ -113,7 +114,7 @@ def gather_cloud(local: Tensor, group=None) -> Tensor:
 
     Shards may differ in size: they are padded to the largest for the collective and cut back.
     """
-    world = _world(group)
+    world = rank_and_world(group)[1]
     if world == 1:
         return local
     from torch.distributed.nn.functional import all_gather

@@ -39,7 +39,7 @@ from fairseq.tasks import register_task
 
 from ..criterions.orca_align import ALIGN_KEY, average_gradients
 from ..data.source_features import load_source_features
-from ..metrics.alignment import OBJECTIVES, AlignmentObjective, shared_generator
+from ..metrics.alignment import OBJECTIVES, AlignmentObjective, rank_and_world, shared_generator
 from ..metrics.kmeans import class_weights, pseudo_labels
 from .crossmodal_finetune import CrossmodalFinetuneConfig, CrossmodalFinetuneTask
 
@@ -88,14 +88,6 @@ def orca_learning_rate(base: float, update: int, align_updates: int, warmup: int
     if decay > 0:
         return base * max(0.0, (decay - step) / max(1, decay - warmup))
     return base
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 @register_task("orca", dataclass=OrcaConfig)
@@ -163,7 +155,7 @@ class OrcaTask(CrossmodalFinetuneTask):
 
     def align_batch(self, update: int, device: torch.device) -> dict:
         """This rank's shard of every class cloud of `update` (the draw is the same on every rank)."""
-        rank, world = _world()
+        rank, world = rank_and_world()
         shards = {}
         for c, rows in self.align_rows.items():
             perm = torch.randperm(len(rows), generator=shared_generator(self.cfg.seed, update, ROW_DRAW_KEY + c))
@@ -182,7 +174,7 @@ class OrcaTask(CrossmodalFinetuneTask):
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         loss, sample_size, log = self._train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         if self.cfg.orca_lr_rules:  # the same keys on every rank (fairseq sums them); values on rank 0
-            first = float(_world()[0] == 0)
+            first = float(rank_and_world()[0] == 0)
             log = {**log, "orca_lr": self.learning_rate(optimizer, update_num) * first, "orca_lr_n": first}
         return loss, sample_size, log
 
