@@ -206,3 +206,20 @@ def test_pseudo_labels_for_regression_dense_and_multilabel_targets():
     assert class_weights(np.array([0, 0, 1, 2])) == {0: 0.5, 1: 0.25, 2: 0.25}
     with pytest.raises(ValueError, match="NaN"):
         pseudo_labels(np.array([1.0, np.nan]), k=2)
+
+
+def test_three_term_otdd_equals_the_released_single_debiased_call():
+    """Our OT(s,t) - ½OT(s,s) - ½OT(t,t) (source self-term cached) = geomloss's one debiased call."""
+    from ofa_ext.metrics.otdd import _augment, _outer_cost, _pairwise, _split_classes
+
+    xs, ys = _blobs(n=60, d=6, k=3)
+    t = torch.randn(20, 6, generator=torch.Generator().manual_seed(9)) + 1
+    s = OTDDSettings()
+    src = prepare_source(xs, ys, s)
+    w = torch.zeros(4, 4, dtype=torch.float64)
+    w[:3, :3] = src.label_dist
+    w_st = _pairwise(_split_classes(src.xs, src.ys), [t], [], [], s, symmetric=False)
+    w[:3, 3:], w[3:, :3] = w_st, w_st.T
+    released = sinkhorn_divergence(_augment(xs, src.ys), _augment(t, torch.full((20,), 3)),
+                                   _outer_cost(w, s), s.entreg, s.scaling)
+    assert float(otdd(src, t)) == pytest.approx(float(released), rel=1e-5)

@@ -31,7 +31,7 @@ for seed in $SEEDS; do
     [[ "$mode" == "scratch" ]] && extra="--body-random-init"
     DATA=$DATA SOURCE=$SOURCE STAGE=$stage SEED=$seed EMBEDDER_EPOCHS=$EMBEDDER_EPOCHS EPOCHS=$EPOCHS \
     OBJECTIVE=$OBJECTIVE SAVE_DIR=$WORK/$mode.$seed \
-    EXTRA="$extra --no-save --valid-subset valid,test --log-format json --log-interval 1" \
+    EXTRA="$extra --no-save --validate-interval 1000 --valid-subset valid,test --log-format json --log-interval 1" \
       bash "$REPO/run_scripts/orca/gunpoint.sh" > /dev/null
   done
 done
