@@ -15,6 +15,7 @@ EMBEDDER_EPOCHS=${EMBEDDER_EPOCHS:-15}      # align updates
 EPOCHS=${EPOCHS:-8}                          # refine epochs (GunPoint: 50 train rows, batch 8)
 SOURCE_ROWS=${SOURCE_ROWS:-500}
 OBJECTIVE=${OBJECTIVE:-otdd-exact}
+LR=${LR:-1e-3}                               # refine lr; align uses 10x (ORCA's rule for lr <= 1e-3)
 export OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
 mkdir -p "$WORK" "$OUT"
 
@@ -30,7 +31,7 @@ for seed in $SEEDS; do
     [[ "$mode" != "align" ]] && stage=refine
     [[ "$mode" == "scratch" ]] && extra="--body-random-init"
     DATA=$DATA SOURCE=$SOURCE STAGE=$stage SEED=$seed EMBEDDER_EPOCHS=$EMBEDDER_EPOCHS EPOCHS=$EPOCHS \
-    OBJECTIVE=$OBJECTIVE SAVE_DIR=$WORK/$mode.$seed \
+    OBJECTIVE=$OBJECTIVE LR=$LR SAVE_DIR=$WORK/$mode.$seed \
     EXTRA="$extra --no-save --validate-interval 1000 --valid-subset valid,test --log-format json --log-interval 1" \
       bash "$REPO/run_scripts/orca/gunpoint.sh" > /dev/null
   done
@@ -48,9 +49,8 @@ def records(log, name):
 
 def run(mode, seed):
     log = (work / f"{mode}.{seed}" / "train.log").read_text()
-    tests = [r for r in records(log, "test") if "accuracy" in r] or \
-            [r for r in records(log, "valid") if r.get("valid_subset", "") == "test"]
-    acc = float(tests[-1]["accuracy"]) if tests else float("nan")
+    tests = [r for r in records(log, "test") if "test_accuracy" in r]
+    acc = float(tests[-1]["test_accuracy"]) if tests else float("nan")
     align = [float(r["align_loss"]) for r in records(log, "train_inner")
              if r.get("align_loss") not in (None, "None")]
     return acc, align
