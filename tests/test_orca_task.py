@@ -205,3 +205,26 @@ def test_bad_inputs_give_one_clear_error_each(data, tmp_path):
              "update": 0}
     with pytest.raises(ValueError, match="5 rows, more than --orca-maxsamples 4"):
         crit(model, {"orca_align": batch})
+
+
+@pytest.mark.timeout(1800)
+def test_refine_with_lora_trains_only_the_pieces_embedder_and_head(data):
+    """★ ORCA's refine with PETL: after align (2 updates) + refine (2 updates) with --lora, the
+    body's own weights are the pretrained ones; LoRA's B matrices (zero at start) have moved."""
+    root, _ = data
+    _train(data, root / "lora", 1, ["--orca-stage", "both", "--orca-embedder-epochs", "2", "--max-update", "4",
+                                    "--lora", "--lora-r", "4"])
+    state = _model_state(root / "lora" / "checkpoint_last.pt")
+    lora_b = [k for k in state if "lora_B" in k or "lora_b" in k]
+    assert lora_b and any(state[k].abs().max() > 0 for k in lora_b), sorted(state)[:20]
+    from ofa_ext.api import load_body
+
+    pretrained = load_body("minilm").state_dict()
+    base = {k: v for k, v in state.items() if k.startswith("body.") and "lora" not in k.lower()}
+    compared = 0
+    for k, v in base.items():
+        name = k[len("body."):].replace(".base_layer.", ".")
+        if name in pretrained:
+            torch.testing.assert_close(v, pretrained[name].float(), msg=k)
+            compared += 1
+    assert compared >= len(pretrained) - 2, (compared, len(pretrained))  # every body tensor checked
