@@ -38,6 +38,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "pot>=0.9",
+        "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
         "scikit-learn>=1.3",
@@ -58,6 +59,7 @@ setup(
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
             "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
             "ofa-train=ofa_ext.cli.train:main",
+            "ofa-source-features=ofa_ext.cli.source_features:main",
         ]
     },
 )
