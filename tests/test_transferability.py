@@ -69,6 +69,17 @@ def test_universal_projector_training_and_scores():
     np.testing.assert_allclose(scores, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("options", [dict(), dict(src_noise=0.2, src_mix=True), dict(project_target=True, out_dim=5)])
+def test_folded_token_means_equal_token_level(options):
+    g = torch.Generator().manual_seed(2)
+    sources, target = torch.randn(5, 9, 8, generator=g), torch.randn(7, 8, generator=g)
+    for metric in ("cosine_average", "euclidean_average"):
+        fast = task_gap_scores(sources, target, steps=20, lr=1e-2, seeds=(1, 2), eval_metric=metric, **options)
+        ref = task_gap_scores(sources, target, steps=20, lr=1e-2, seeds=(1, 2), eval_metric=metric,
+                              token_level=True, **options)
+        np.testing.assert_allclose(fast, ref, atol=1e-5)
+
+
 def test_universal_projector_options():
     s, t = torch.randn(3, 4, 8), torch.randn(4, 8)
     with pytest.raises(ValueError, match="must equal the width"):
