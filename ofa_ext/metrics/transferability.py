@@ -199,3 +199,49 @@ def combined_score(task_scores: Sequence[float], mmds: Sequence[float], *, lambd
         raise ValueError(f"combined score: {s.size} task scores but {m.size} MMD values")
     return lambda_t * s - lambda_m * PHIS[phi](m)
 
+
+
+ESTIMATORS = ("avg_cosine", "stimulation", "modality_gap", "task_gap", "combined")
+
+
+def estimate_sources(sources: Dict[str, Tensor], target_prompt: Tensor, *,
+                     target_tokens: Optional[Tensor] = None,
+                     stimulation: Optional[Callable[[Tensor], Tensor]] = None,
+                     estimators: Sequence[str] = ("avg_cosine", "modality_gap", "task_gap", "combined"),
+                     projector: Optional[dict] = None, mmd_options: Optional[dict] = None,
+                     lambda_t: float = 1.0, lambda_m: float = 1.0, phi: str = "identity") -> Dict[str, np.ndarray]:
+    """Score every source prompt for one target; each estimator's array is "larger = better".
+
+    ``modality_gap`` is reported as ``−MMD`` so that all columns rank the same way;
+    ``stimulation`` maps a prompt to its binary activation pattern (see :func:`ffn_activation_pattern`).
+    """
+    unknown = [e for e in estimators if e not in ESTIMATORS]
+    if unknown:
+        raise ValueError(f"--estimators {','.join(unknown)}: expected a subset of {','.join(ESTIMATORS)}")
+    names = list(sources)
+    out: Dict[str, np.ndarray] = {}
+    if "avg_cosine" in estimators:
+        out["avg_cosine"] = np.array([prompt_similarity(sources[n], target_prompt) for n in names])
+    if "stimulation" in estimators:
+        if stimulation is None:
+            raise ValueError("the stimulation estimator needs a body (--body)")
+        t = stimulation(target_prompt)
+        out["stimulation"] = np.array([stimulation_similarity(stimulation(sources[n]), t) for n in names])
+    mmds = None
+    if "modality_gap" in estimators or "combined" in estimators:
+        if target_tokens is None:
+            raise ValueError("the modality_gap/combined estimators need the target's input tokens (--target-tokens)")
+        mmds = np.array([modality_gap(sources[n], target_tokens, **(mmd_options or {})) for n in names])
+        if "modality_gap" in estimators:
+            out["modality_gap"] = -mmds
+    if "task_gap" in estimators or "combined" in estimators:
+        shapes = {tuple(sources[n].shape) for n in names}
+        if len(shapes) != 1:
+            raise ValueError(f"the task gap trains one projector on all source prompts: they need one shape, got {sorted(shapes)}")
+        stacked = torch.stack([sources[n].float() for n in names])
+        task = task_gap_scores(stacked, target_prompt, **(projector or {}))
+        if "task_gap" in estimators:
+            out["task_gap"] = task
+        if "combined" in estimators:
+            out["combined"] = combined_score(task, mmds, lambda_t=lambda_t, lambda_m=lambda_m, phi=phi)
+    return out
