@@ -155,13 +155,18 @@ def train_universal_projector(sources: Tensor, target: Tensor, *, out_dim: Optio
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         proj = UniversalProjector(width, out_dim or width, dropout, project_target)
-    opt = torch.optim.Adam(proj.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(proj.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     src, tgt = sources.float(), _check_prompt("target prompt", target).float()
     fold = reduction == "mean" and dropout == 0 and not token_level
+    # without token-level augmentations the folded sources are the same means every step
+    means = src.mean(-2) if fold and src_noise == 0 and not src_mix else None  # (S, d)
     proj.train()
     for _ in range(steps):
-        s = _augment_sources(src, src_noise, src_mix, gen)
-        s = proj.source(s.mean(-2)) if fold else _reduce_tokens(proj.source(s), reduction)  # (S, o)
+        if means is not None:
+            s = proj.source(means[torch.randperm(means.shape[0], generator=gen)])  # (S, o)
+        else:
+            s = _augment_sources(src, src_noise, src_mix, gen)
+            s = proj.source(s.mean(-2)) if fold else _reduce_tokens(proj.source(s), reduction)  # (S, o)
         t = proj.target(tgt.mean(0)) if fold else _reduce_tokens(proj.target(tgt), reduction)  # (o,)
         if loss_metric == "euclidean":
             loss = torch.linalg.vector_norm(s - t, dim=-1).mean()
