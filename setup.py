@@ -38,6 +38,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "pot>=0.9",
+        "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
     ],
