@@ -12,6 +12,7 @@ Public API (names as PEFT where they fit)::
 
 from .config import PETLConfig, active_methods, as_petl_config
 from .inject import SITES, apply_petl, trainable_summary, validate
+from .sites import match_site
 from .lora import merge_and_unload, merge_lora, unmerge_lora
 from .pieces import backbone_signature, load_pieces, piece_state_dict, read_piece_file, save_pieces
 
