@@ -137,3 +137,26 @@ def test_transferred_prompt_modes():
 def test_transferred_prompt_bad_input(kwargs, needle):
     with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
         TransferredPrompt(torch.randn(10, 8), **kwargs)
+
+
+def test_stimulation_pattern_on_a_hf_body(tmp_path):
+    from bodies_helpers import save_tiny
+
+    from ofa_ext.models.bodies.hf import load_hf_body
+    from ofa_ext.models.crossmodal.prompt_transfer import stimulation_pattern
+
+    body = load_hf_body(save_tiny("bert", str(tmp_path)))
+    anchor = body.embed(torch.tensor([[5]])).embeds[0]  # (1, d)
+    prompt = torch.randn(4, body.width, generator=torch.Generator().manual_seed(0))
+    pattern = stimulation_pattern(body, prompt, anchor, layers=2)
+    # direct computation: the intermediate (pre-GELU) activations of both layers at the anchor position
+    embeds = torch.cat([prompt, anchor]).unsqueeze(0)
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # HF layers return a tuple or a tensor
+    h, expected = embeds, []
+    with torch.no_grad():
+        for layer in body.model.encoder.layer:
+            expected.append((layer.intermediate.dense(first(layer.attention(h)))[0, 4] > 0).float())
+            h = first(layer(h))
+    torch.testing.assert_close(pattern, torch.cat(expected))
+    with pytest.raises(ValueError, match="2 FFN layers, 3 requested"):
+        stimulation_pattern(body, prompt, anchor, layers=3)

@@ -18,6 +18,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ...metrics.transferability import ffn_activation_pattern
+from ..bodies.base import Body
+from ..petl.sites import match_site
+
 MODES = ("frozen", "projection", "attention")
 
 
@@ -88,3 +92,17 @@ class TransferredPrompt(nn.Module):
         if self.mode == "projection":
             return self.projector(self.source)
         return torch.cat([self.attention(self.source), self.target], dim=0)
+
+
+def stimulation_pattern(body: Body, prompt: Tensor, anchor: Tensor, layers: int = 3) -> Tensor:
+    """Model stimulation (ON, Su et al.): ``[prompt; anchor]`` through the frozen body, no input.
+
+    ``anchor`` ``(1, d)`` is the body's own embedding of its summary token (a text body's CLS,
+    a ViT's CLS with its position); the binary FFN pattern is read at that position in the last
+    ``layers`` layers (the FFN's first projection, found through the body's ``fc1`` site).
+    """
+    ffn = [m for _, m in match_site(body, "fc1")][-layers:]
+    if len(ffn) < layers:
+        raise ValueError(f"model stimulation: {body.kind} has {len(ffn)} FFN layers, {layers} requested")
+    embeds = torch.cat([prompt.float(), anchor.float()]).unsqueeze(0)  # (1, P + 1, d)
+    return ffn_activation_pattern(lambda: body.encode(embeds, None, None, 0), ffn, position=prompt.shape[0])
