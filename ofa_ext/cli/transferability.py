@@ -6,8 +6,9 @@ Example::
         --target-tokens results/pt/digits_tokens.safetensors --ground-truth results/pt/digits_gt.csv \\
         --out results/prompt_transfer/digits
 
-Each prompt file is a safetensors file holding a ``(tokens, width)`` prompt (key ``prompt``, or
-its only 2-D tensor); the source's name is the file stem. ``--target-tokens`` holds ``tokens``
+Each prompt file is a safetensors file holding a ``(tokens, width)`` prompt: a piece file of an
+input-prompt run (``ofa-pieces export``; its ``…input_prompt.prompt`` tensor), or a plain file with
+key ``prompt`` or a single 2-D tensor. The source's name is the file stem. ``--target-tokens`` holds ``tokens``
 ``(N, width)``: the target's input tokens for the MMD modality gap (by default, as the spec names,
 its training inputs after the body's own embedding). ``--ground-truth`` is a CSV ``source,accuracy``
 of measured transfers (``prompt_transfer`` runs); every source must have a row.
@@ -71,8 +72,11 @@ def load_prompt(path: str, key: str = "prompt") -> Tensor:
         tensors = load_file(path)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    pieces = [k for k in tensors if k.endswith("input_prompt.prompt")]  # an ofa_ext piece file
     if key in tensors:
         t = tensors[key]
+    elif len(pieces) == 1:
+        t = tensors[pieces[0]]
     else:
         two_d = [k for k, v in tensors.items() if v.dim() == 2]
         if len(two_d) != 1:
