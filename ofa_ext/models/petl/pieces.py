@@ -17,6 +17,7 @@ package_version    no          ofa_ext version that wrote the file
 arch               no          base arch name, e.g. ``"ofa_base"``
 task               no          task name, e.g. ``"refcoco"``
 extra              no          free dict (training step, scores, ...)
+keep_trainable     no          module prefixes trained beside the pieces (``apply_petl(keep_trainable=)``)
 =================  ==========  ====================================================================
 
 No pickle: piece files are shared between people. Writes are atomic (temporary file + rename)
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "ofa_ext.petl.pieces"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "petl_config", "methods", "backbone")
-OPTIONAL_KEYS = ("package_version", "arch", "task", "extra")
+OPTIONAL_KEYS = ("package_version", "arch", "task", "extra", "keep_trainable")
 
 
 def piece_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -119,6 +120,7 @@ def save_pieces(
         "backbone": backbone_signature(model),
         "task": task,
         "extra": extra or {},
+        "keep_trainable": list(getattr(model, "petl_keep_trainable", ())),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
@@ -163,7 +165,7 @@ def read_piece_file(path: str, tensors: bool = True) -> Tuple[Dict[str, torch.Te
         logger.warning("%s: ignoring unknown PETL config fields %s (newer writer?)", path, unknown_fields)
     meta["petl_config"] = cfg
     for k in OPTIONAL_KEYS:
-        meta.setdefault(k, {} if k == "extra" else None)
+        meta.setdefault(k, {} if k == "extra" else [] if k == "keep_trainable" else None)
     return (load_file(path) if tensors else {}), meta
 
 
