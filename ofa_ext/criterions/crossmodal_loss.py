@@ -8,7 +8,6 @@ errors); ``reduce_metrics`` divides, so any number of processes or accumulation 
 same numbers, and ``sample_size`` (the gradient's divisor) is the summed weight.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 
