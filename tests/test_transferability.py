@@ -10,8 +10,8 @@ from torch import nn
 from ofa_ext.metrics.transferability import (
     combined_score, ffn_activation_pattern, prompt_similarity, stimulation_similarity,
     task_gap_scores, train_universal_projector)
-from ofa_ext.models.crossmodal.prompt_transfer import (
-    AttentionProjector, TransferredPrompt, xavier_prompt, xavier_prompt_bound)
+from ofa_ext.models.crossmodal.prompt_transfer import AttentionProjector, TransferredPrompt, xavier_prompt
+from ofa_ext.models.petl.input_prompt import InputPrompt, xavier_bound
 
 
 def _prompts(seed=0, s=(10, 8), t=(7, 8)):
@@ -99,9 +99,14 @@ def test_combined_score():
 
 
 def test_xavier_prompt_rule():
-    assert xavier_prompt_bound(768) == pytest.approx(math.sqrt(6 / (3 * 16 * 16 + 768)))
+    bound = math.sqrt(6 / (3 * 16 * 16 + 768))  # VPT's, ViT-B/16
+    assert xavier_bound(3 * 16 * 16, 768) == pytest.approx(bound)
     p = xavier_prompt(100, 768, generator=torch.Generator().manual_seed(0))
-    assert p.shape == (100, 768) and float(p.abs().max()) <= xavier_prompt_bound(768)
+    assert p.shape == (100, 768) and bound * 0.98 < float(p.abs().max()) <= bound
+    q = InputPrompt(100, 768, init="xavier").prompt
+    assert bound * 0.98 < float(q.abs().max()) <= bound
+    with pytest.raises(ValueError, match="--input-prompt-init 'zeros'"):
+        InputPrompt(4, 8, init="zeros")
 
 
 def test_attention_projector_matches_formula():

@@ -20,20 +20,16 @@ from torch import Tensor, nn
 
 from ...metrics.transferability import ffn_activation_pattern
 from ..bodies.base import Body
+from ..petl.input_prompt import VPT_FAN_IN, xavier_bound
 from ..petl.sites import match_site
 
 MODES = ("frozen", "projection", "attention")
 
 
-def xavier_prompt_bound(width: int, patch: int = 16, channels: int = 3) -> float:
-    """VPT's uniform init bound ``√(6 / (channels·patch² + width))``."""
-    return math.sqrt(6.0 / (channels * patch * patch + width))
-
-
-def xavier_prompt(length: int, width: int, patch: int = 16, channels: int = 3,
+def xavier_prompt(length: int, width: int, fan_in: int = VPT_FAN_IN,
                   generator: Optional[torch.Generator] = None) -> Tensor:
-    """A ``(length, width)`` prompt drawn from VPT's Xavier-uniform rule."""
-    v = xavier_prompt_bound(width, patch, channels)
+    """A ``(length, width)`` prompt drawn from VPT's Xavier-uniform rule (as ``--input-prompt-init xavier``)."""
+    v = xavier_bound(fan_in, width)
     return (torch.rand(length, width, generator=generator) * 2 - 1) * v
 
 
