@@ -60,6 +60,7 @@ setup(
             "ofa-source-features=ofa_ext.cli.source_features:main",
             "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
             "ofa-transferability=ofa_ext.cli.transferability:main",
+            "ofa-epoch-report=ofa_ext.evaluation.epoch_report:main",
         ]
     },
 )

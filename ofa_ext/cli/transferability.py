@@ -30,11 +30,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..metrics.rank_correlation import kendall_tau_a, spearman_rho
 from ..metrics.transferability import ESTIMATORS, PHIS, estimate_sources
 from ..utils.files import atomic_path
+from ..utils.prompts import load_prompt
 
 DEFAULT_ESTIMATORS = "avg_cosine,modality_gap,task_gap,combined"
 
@@ -59,32 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mmd-kernel-mul", type=float, default=2.0, help="ratio between bandwidths (ORCA's rule)")
     p.add_argument("--no-plot", action="store_true", help="skip the scatter plot")
     return p
-
-
-def load_prompt(path: str, key: str = "prompt") -> Tensor:
-    """The ``(tokens, width)`` tensor of a prompt file (key ``key`` or its only 2-D tensor)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: no such file")
-    try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a safetensors file ({e})") from None
-    pieces = [k for k in tensors if k.endswith("input_prompt.prompt")]  # an ofa_ext piece file
-    if key in tensors:
-        t = tensors[key]
-    elif len(pieces) == 1:
-        t = tensors[pieces[0]]
-    else:
-        two_d = [k for k, v in tensors.items() if v.dim() == 2]
-        if len(two_d) != 1:
-            raise ValueError(f"{path}: expected a '{key}' tensor or exactly one 2-D tensor, found {sorted(tensors)}")
-        t = tensors[two_d[0]]
-    if t.dim() != 2:
-        raise ValueError(f"{path}: '{key}' must be (tokens, width), got shape {tuple(t.shape)}")
-    return t.float()
 
 
 def read_ground_truth(path: str, names: List[str]) -> np.ndarray:

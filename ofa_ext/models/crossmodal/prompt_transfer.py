@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ...metrics.transferability import ffn_activation_pattern
 from ..bodies.base import Body
-from ..petl.input_prompt import VPT_FAN_IN, xavier_bound
+from ..petl.input_prompt import VPT_FAN_IN, prepend_prompt, xavier_bound
 from ..petl.sites import match_site
 
 MODES = ("frozen", "projection", "attention")
@@ -68,6 +68,9 @@ class TransferredPrompt(nn.Module):
         self.mode = mode
         self.register_buffer("source", source.detach().float().clone(), persistent=True)
         self.total_len = total_len or src_len
+        if mode != "attention" and self.total_len != src_len:
+            raise ValueError(f"--pt-total-len {total_len}: only --pt-mode attention builds a prompt of another "
+                             f"length than the source's {src_len} tokens")
         if mode == "projection":
             self.projector = nn.Linear(src_width, width)
         if mode == "attention":
@@ -88,6 +91,18 @@ class TransferredPrompt(nn.Module):
         if self.mode == "projection":
             return self.projector(self.source)
         return torch.cat([self.attention(self.source), self.target], dim=0)
+
+
+class TransferredPromptHook(nn.Module):
+    """The body's ``input_prompt`` hook (see ``models/bodies/base.py``) fed by a :class:`TransferredPrompt`."""
+
+    def __init__(self, prompt: TransferredPrompt):
+        super().__init__()
+        self.prompt = prompt
+        self.length = prompt.total_len
+
+    def forward(self, embeds: Tensor, padding_mask: Optional[Tensor]):
+        return prepend_prompt(self.prompt(), embeds, padding_mask)
 
 
 def stimulation_pattern(body: Body, prompt: Tensor, anchor: Tensor, layers: int = 3) -> Tensor:

@@ -24,6 +24,16 @@ def xavier_bound(fan_in: int, width: int) -> float:
     return math.sqrt(6.0 / (fan_in + width))
 
 
+def prepend_prompt(prompt: Tensor, embeds: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """``prompt`` [P, d] before every sample of ``embeds`` [B, T, d]; prompts are never padding."""
+    bsz, seq_len = embeds.shape[:2]
+    rows = prompt.to(embeds.dtype).unsqueeze(0).expand(bsz, -1, -1)  # [B, P, d]
+    if padding_mask is None:
+        padding_mask = torch.zeros(bsz, seq_len, dtype=torch.bool, device=embeds.device)
+    keep = torch.zeros(bsz, prompt.shape[0], dtype=torch.bool, device=embeds.device)
+    return torch.cat([rows, embeds], 1), torch.cat([keep, padding_mask], 1)
+
+
 class InputPrompt(nn.Module):
     """``prompt`` [P, d]: ``(embeds [B, T, d], mask [B, T] | None) -> ([B, P+T, d], [B, P+T])``.
 
@@ -50,12 +60,7 @@ class InputPrompt(nn.Module):
             nn.init.normal_(self.prompt, std=self.std)
 
     def forward(self, embeds: Tensor, padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-        bsz, seq_len = embeds.shape[:2]
-        prompt = self.prompt.to(embeds.dtype).unsqueeze(0).expand(bsz, -1, -1)  # [B, P, d]
-        if padding_mask is None:
-            padding_mask = torch.zeros(bsz, seq_len, dtype=torch.bool, device=embeds.device)
-        keep = torch.zeros(bsz, self.length, dtype=torch.bool, device=embeds.device)
-        return torch.cat([prompt, embeds], 1), torch.cat([keep, padding_mask], 1)
+        return prepend_prompt(self.prompt, embeds, padding_mask)
 
     def extra_repr(self) -> str:
         return f"length={self.length}, width={self.prompt.shape[1]}"
