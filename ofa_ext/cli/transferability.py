@@ -44,9 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="source prompt files (.safetensors), named by file stem")
     p.add_argument("--target-prompt", required=True, help="the target task's own tuned prompt (.safetensors)")
     p.add_argument("--target-tokens", default=None, help="target input tokens for the MMD (.safetensors, key 'tokens')")
+    p.add_argument("--target-tokens-from", default=None, metavar="CHECKPOINT",
+                   help="instead of --target-tokens: embed the target's train split with the embedder of this "
+                        "checkpoint (the target's own prompt_tuning run), all non-pad tokens")
     p.add_argument("--ground-truth", default=None, help="CSV source,accuracy of measured transfers")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--estimators", default=DEFAULT_ESTIMATORS, help=f"comma subset of {','.join(ESTIMATORS)}")
+    p.add_argument("--body", default=None, help="body spec for the stimulation estimator (a text body: minilm, hf:DIR)")
+    p.add_argument("--stimulation-layers", type=int, default=3, help="last FFN layers whose activations are compared")
     p.add_argument("--lambda-t", type=float, default=1.0, help="weight of the task gap in the combined score")
     p.add_argument("--lambda-m", type=float, default=1.0, help="weight of the modality gap in the combined score")
     p.add_argument("--phi", choices=sorted(PHIS), default="identity", help="transform of the MMD in the combined score")
@@ -79,6 +84,40 @@ def read_ground_truth(path: str, names: List[str]) -> np.ndarray:
     return np.array([acc[n] for n in names])
 
 
+def body_stimulation(spec: Optional[str], layers: int):
+    """prompt -> binary FFN pattern of a frozen text body, anchored at its own [CLS] token."""
+    if not spec:
+        raise ValueError("the stimulation estimator needs --body (a text body: minilm or hf:DIR)")
+    from ..api import load_body
+    from ..models.crossmodal.prompt_transfer import stimulation_pattern
+    from ..models.crossmodal.text_embedder import load_tokenizer
+
+    body, tokenizer = load_body(spec), load_tokenizer(spec)
+    if tokenizer.cls_token_id is None:
+        raise ValueError(f"--body {spec}: its tokenizer has no [CLS]-like token to anchor the stimulation")
+    with torch.no_grad():
+        anchor = body.embed(torch.tensor([[tokenizer.cls_token_id]])).embeds[0]  # (1, d)
+    return lambda prompt: stimulation_pattern(body, prompt, anchor, layers)
+
+
+@torch.no_grad()
+def embedded_train_tokens(checkpoint: str, batch_size: int = 64) -> torch.Tensor:
+    """Non-pad input tokens ``(N, d)`` of the train split of a cross-modal checkpoint, through its embedder."""
+    from ..utils.checkpoints import load_fairseq_checkpoint
+
+    model, _, task = load_fairseq_checkpoint(checkpoint)
+    task.load_dataset("train")
+    data = task.datasets["train"]
+    model.eval()
+    rows = []
+    for start in range(0, len(data), batch_size):
+        batch = data.collater([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        inputs = batch["net_input"]
+        embeds, pad = model.embedder(inputs["x"] if "x" in inputs else inputs["text"])
+        rows.append(embeds[~pad] if pad is not None else embeds.reshape(-1, embeds.shape[-1]))
+    return torch.cat(rows)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -108,15 +147,20 @@ def _run(args: argparse.Namespace) -> int:
     sources = {n: load_prompt(p) for n, p in zip(names, args.sources)}
     target = load_prompt(args.target_prompt)
     tokens = None
+    if args.target_tokens and args.target_tokens_from:
+        raise ValueError("give --target-tokens or --target-tokens-from, not both")
+    if args.target_tokens_from:
+        tokens = embedded_train_tokens(args.target_tokens_from)
     if args.target_tokens:
         tokens = load_prompt(args.target_tokens, key="tokens")
-        if tokens.shape[0] > args.mmd_max_tokens:
-            keep = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(0))[:args.mmd_max_tokens]
-            tokens = tokens[keep]
+    if tokens is not None and tokens.shape[0] > args.mmd_max_tokens:
+        keep = torch.randperm(tokens.shape[0], generator=torch.Generator().manual_seed(0))[:args.mmd_max_tokens]
+        tokens = tokens[keep]
     gt = read_ground_truth(args.ground_truth, names) if args.ground_truth else None
+    stimulation = body_stimulation(args.body, args.stimulation_layers) if "stimulation" in estimators else None
     seeds = [int(s) for s in args.projector_seeds.split(",")]
     scores = estimate_sources(
-        sources, target, target_tokens=tokens, estimators=estimators,
+        sources, target, target_tokens=tokens, estimators=estimators, stimulation=stimulation,
         projector=dict(steps=args.projector_steps, lr=args.projector_lr, seeds=seeds),
         mmd_options=dict(kernel_num=args.mmd_kernel_num, kernel_mul=args.mmd_kernel_mul),
         lambda_t=args.lambda_t, lambda_m=args.lambda_m, phi=args.phi)
@@ -129,7 +173,9 @@ def _run(args: argparse.Namespace) -> int:
             for i, n in enumerate(names)]
     _table(out / "scores", header, rows)
     summary = {"sources": names, "estimators": cols, "options": vars(args),
-               "mmd_inputs": "source prompt tokens vs --target-tokens (input space)"}
+               "mmd_inputs": "source prompt tokens vs " + (
+                   f"the train split embedded by {args.target_tokens_from}" if args.target_tokens_from
+                   else "--target-tokens") + " (input space)"}
     if gt is not None:
         corr = {c: {"kendall_tau": 100 * kendall_tau_a(gt, scores[c]), "spearman_rho": 100 * spearman_rho(gt, scores[c])}
                 for c in cols}
