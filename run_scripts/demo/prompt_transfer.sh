@@ -18,7 +18,7 @@ if [[ "$QUICK" == "1" ]]; then
   PROMPT_LEN=${PROMPT_LEN:-4}; SEQ=${SEQ:-16}; EPOCHS=${EPOCHS:-1}; SEEDS=${SEEDS:-"42"}; ROWS=${ROWS:-60}
   SOURCES=${SOURCES:-"polarity pol_length lee_digit"}; TARGETS=${TARGETS:-"digits"}
 else
-  PROMPT_LEN=${PROMPT_LEN:-8}; SEQ=${SEQ:-32}; EPOCHS=${EPOCHS:-8}; SEEDS=${SEEDS:-"42 44 100"}; ROWS=${ROWS:-200}
+  PROMPT_LEN=${PROMPT_LEN:-8}; SEQ=${SEQ:-32}; EPOCHS=${EPOCHS:-5}; SEEDS=${SEEDS:-"42 44 100"}; ROWS=${ROWS:-200}
   SOURCES=${SOURCES:-"polarity pol_negation pol_length lee_digit lee_said lee_half"}; TARGETS=${TARGETS:-"digits gunpoint"}
 fi
 LR=${LR:-1e-2}
@@ -37,14 +37,15 @@ run_all() {
   for p in "${pids[@]}"; do wait "$p"; done
 }
 common="PROMPT_LEN=$PROMPT_LEN TARGET_SEQ_LEN=$SEQ MAX_EPOCH=$EPOCHS LR=$LR BATCH_SIZE=$BATCH"
+# Each run is skipped when its report exists, so an interrupted stage resumes where it stopped.
 tune() {  # tune NAME SEED: a prompt on task NAME -> $WORK/prompts/NAME_sSEED.safetensors
-  echo "$common DATA=$WORK/data/$1 DATASET=$1 SEED=$2 SAVE_DIR=$WORK/runs/tune_$1_s$2 \
+  echo "[ -f $WORK/runs/tune_$1_s$2/report.json ] || $common DATA=$WORK/data/$1 DATASET=$1 SEED=$2 SAVE_DIR=$WORK/runs/tune_$1_s$2 \
 PROMPT_OUT=$WORK/prompts/$1_s$2.safetensors bash $SCRIPTS/prompt_tuning.sh"
 }
 transfer() {  # transfer TARGET SOURCE MODE SEED [TOTAL K]
   local attn=""
   [[ "$3" == "attention" ]] && attn="TOTAL_LEN=$PROMPT_LEN ATTN_SRC_LEN=$((PROMPT_LEN / 2))"
-  echo "$common $attn DATA=$WORK/data/$1 DATASET=$1 SOURCE_PROMPT=$WORK/prompts/$2_s42.safetensors MODE=$3 \
+  echo "[ -f $WORK/runs/$1_$2_$3_s$4/report.json ] || $common $attn DATA=$WORK/data/$1 DATASET=$1 SOURCE_PROMPT=$WORK/prompts/$2_s42.safetensors MODE=$3 \
 SEED=$4 SAVE_DIR=$WORK/runs/$1_$2_$3_s$4 bash $SCRIPTS/prompt_transfer.sh"
 }
 acc() { python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$WORK/runs/$1/report.json" "$2"; }
