@@ -60,6 +60,8 @@ setup(
             "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
             "ofa-train=ofa_ext.cli.train:main",
             "ofa-source-features=ofa_ext.cli.source_features:main",
+            "ofa-transferability=ofa_ext.cli.transferability:main",
+            "ofa-epoch-report=ofa_ext.evaluation.epoch_report:main",
         ]
     },
 )

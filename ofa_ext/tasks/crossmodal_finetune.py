@@ -7,7 +7,8 @@
         --maximize-best-checkpoint-metric
 
 ``DATA`` is a folder of ``{split}.npz`` files (``x``, ``y``; see ``data/arrays.py``). The sample shape
-that builds the embedder comes from ``train.npz``; every split must share it. ``--num-classes``
+that builds the embedder comes from ``train.npz``; every split must share it. Text ``x`` (strings)
+goes through the body's own tokenizer and token embedding (``--embedder text``, a text body). ``--num-classes``
 defaults to ``meta.json``'s ``n_classes`` (written by ``ofa-make-array-data``). Class weights for
 ``--loss weighted_ce`` are ``N / (K · n_c)`` over the train split (ORCA: 1 / class frequency).
 Validation logs sums only (``crossmodal_loss``), so accuracy over several processes is exact.
@@ -44,6 +45,7 @@ class CrossmodalFinetuneTask(FairseqTask):
     def __init__(self, cfg: CrossmodalFinetuneConfig, train_x: np.ndarray, train_y: np.ndarray, n_classes: int):
         super().__init__(cfg)
         self.sample_shape = tuple(train_x.shape[1:])
+        self.is_text = train_x.dtype.kind == "U"  # strings: the body's own tokenizer and embedding
         self.target_shape = tuple(train_y.shape[1:])
         self.n_classes = n_classes
         self.n_outputs = n_classes if cfg.target in ("class", "multilabel") else int(np.prod(self.target_shape or (1,)))
@@ -57,9 +59,6 @@ class CrossmodalFinetuneTask(FairseqTask):
             raise FileNotFoundError(f"--data {cfg.data!r}: expected a folder of {{split}}.npz files")
         path = Path(cfg.data) / "train.npz"
         x, y = read_npz(path)
-        if x.dtype.kind == "U":
-            raise ArrayFileError(f"{path}: 'x' holds text; crossmodal_finetune takes numeric arrays "
-                                 "(series, images, table rows)")
         n_classes = cfg.num_classes or cls._meta_classes(Path(cfg.data))
         needed = {"class": 2, "multilabel": 1}.get(cfg.target, 0)
         if n_classes < needed:
@@ -81,6 +80,9 @@ class CrossmodalFinetuneTask(FairseqTask):
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         path = Path(self.cfg.data) / f"{split}.npz"
         ds = ArrayDataset.from_npz(path, self.cfg.target, self.n_classes, shuffle=(split == "train"), seed=self.cfg.seed)
+        if ds.is_text != self.is_text:
+            raise ArrayFileError(f"{path}: 'x' holds {'text' if ds.is_text else 'numbers'}, but train.npz holds "
+                                 f"{'text' if self.is_text else 'numbers'}")
         if ds.sample_shape != self.sample_shape:
             raise ArrayFileError(f"{path}: samples of shape {ds.sample_shape}, but train.npz (which built the "
                                  f"embedder) has {self.sample_shape}")

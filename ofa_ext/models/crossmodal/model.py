@@ -33,7 +33,7 @@ from .init_parts import find_init_parts
 
 logger = logging.getLogger(__name__)
 
-EMBEDDERS = ("auto", "1d", "2d", "tabular")
+EMBEDDERS = ("auto", "1d", "2d", "tabular", "text")
 TRAINABLE_BESIDE_PIECES = ("embedder", "head")
 
 
@@ -95,8 +95,18 @@ def embedder_kind(sample_shape: Sequence[int], requested: str) -> str:
     return kinds[len(sample_shape)]
 
 
-def build_embedder(cfg: Any, sample_shape: Sequence[int], body: Body) -> nn.Module:
+def build_embedder(cfg: Any, sample_shape: Sequence[int], body: Body, is_text: bool = False) -> nn.Module:
     """The embedder for ``sample_shape`` in front of ``body``, initialised as the config asks."""
+    if is_text or cfg.embedder == "text":
+        if not is_text or cfg.embedder not in ("auto", "text"):
+            raise ValueError(f"--embedder {cfg.embedder}: the data's x holds {'text' if is_text else 'numbers'}; "
+                             "text data takes --embedder text (or auto)")
+        from .text_embedder import TextEmbedder, load_tokenizer
+
+        if cfg.target_seq_len + cfg.input_prompt_length > body.max_length:
+            raise ValueError(f"--target-seq-len {cfg.target_seq_len} (+ {cfg.input_prompt_length} prompts) exceeds "
+                             f"the {body.max_length} tokens body {body.kind} takes")
+        return TextEmbedder(body, load_tokenizer(cfg.body), cfg.target_seq_len)
     kind = embedder_kind(sample_shape, cfg.embedder)
     parts = find_init_parts(body)
     table = parts.positions.shape[0] if parts.positions is not None else body.max_length
@@ -154,14 +164,17 @@ class CrossmodalModel(BaseFairseqModel):
             logger.info("crossmodal: %d dropout rates of the body set to %s", set_dropout(body, cfg.body_dropout),
                         cfg.body_dropout)
         body.train()
-        embedder = build_embedder(cfg, task.sample_shape, body)  # copies from the native embedding first
-        body.use_external_inputs()  # the native embedding is off the path now: frozen, never a PETL opt-in
+        is_text = getattr(task, "is_text", False)
+        embedder = build_embedder(cfg, task.sample_shape, body, is_text)  # copies from the native embedding first
+        if not is_text:
+            body.use_external_inputs()  # the native embedding is off the path now: frozen, never a PETL opt-in
         head = build_head(cfg, task.cfg.target, task.n_outputs, body.out_width, embedder, task.target_shape)
         model = cls(embedder, body, head)
-        return apply_petl(model, cfg, keep_trainable=TRAINABLE_BESIDE_PIECES)
+        keep = [part for part in TRAINABLE_BESIDE_PIECES if any(True for _ in getattr(model, part).parameters())]
+        return apply_petl(model, cfg, keep_trainable=keep)  # a text embedder has no weights of its own
 
-    def forward(self, x: Tensor) -> Tensor:
-        tokens, padding_mask = self.embedder(x)  # (B, T, d)
+    def forward(self, x: Optional[Tensor] = None, text: Optional[Sequence[str]] = None) -> Tensor:
+        tokens, padding_mask = self.embedder(x if text is None else text)  # (B, T, d)
         hidden = self.body(tokens, padding_mask)  # (B, T, d_out)
         return self.head(hidden, padding_mask)
 

@@ -44,6 +44,11 @@ class PETLConfig(FairseqDataclass):
         metadata={"help": "number of soft tokens prepended to the body's input embeddings (0: off); "
                           "works on every body, unlike the attention prefixes of --encoder-prompt"},
     )
+    input_prompt_init: str = field(
+        default="normal",
+        metadata={"help": "normal (N(0, 0.02^2)) | xavier (VPT: uniform with bound sqrt(6/(3*p*p + d)), p = the "
+                          "body's patch size, 16 without patches)"},
+    )
     # LoRA
     lora: bool = field(default=False, metadata={"help": "low-rank adaptation of linear projections"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})

@@ -22,7 +22,7 @@ from .adapter import ADAPTER_INITS, Adapter, LinearThenAdapter
 from .bitfit import BITFIT_SCOPES
 from .config import PETLConfig, active_methods, as_petl_config
 from .freeze import freeze_backbone_parts, freeze_for_petl
-from .input_prompt import InputPrompt
+from .input_prompt import VPT_FAN_IN, InputPrompt
 from .lora import LoRALinear
 from .prefix import PrefixProvider, PromptEncoder
 from .sites import match_site
@@ -166,7 +166,10 @@ def _attach_input_prompts(model: nn.Module, cfg: PETLConfig) -> List[Tuple[str, 
     made = []
     for name, body in bodies.items():
         ref = next(body.parameters())
-        body.input_prompt = InputPrompt(cfg.input_prompt_length, body.width, device=ref.device, dtype=ref.dtype)
+        patch = body.signature().get("patch_size")
+        fan_in = 3 * patch * patch if patch else VPT_FAN_IN
+        body.input_prompt = InputPrompt(cfg.input_prompt_length, body.width, init=cfg.input_prompt_init,
+                                        fan_in=fan_in, device=ref.device, dtype=ref.dtype)
         made.append((f"{name}.input_prompt" if name else "input_prompt", body.input_prompt))
     return made
 
