@@ -164,3 +164,17 @@ def test_epoch_report_best_epoch_and_validation_selected():
     assert report(SIMPLE, metric="loss", maximize=False)["val_selected_update"] == 12
     with pytest.raises(ValueError, match="no validation on subset 'test'"):
         report(SIMPLE[::2])
+
+
+def test_epoch_report_console_script(tmp_path, capsys):
+    from ofa_ext.evaluation.epoch_report import main
+
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(SIMPLE) + "\n")
+    assert main([str(log)]) == 0
+    assert json.loads(capsys.readouterr().out)["best_epoch_test"] == 90
+    log.write_text("\n".join(SIMPLE[::2]) + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(log)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "train.log" in err and "'test'" in err

@@ -66,17 +66,19 @@ def test_cli_writes_scores_and_correlations(tmp_path, capsys):
 ])
 def test_cli_bad_input_is_one_line(tmp_path, capsys, case, needle):
     paths = _write_case(tmp_path, **case)
-    rc = cli.main(paths + ["--target-prompt", str(tmp_path / "target.safetensors"), "--estimators", "avg_cosine",
-                           "--ground-truth", str(tmp_path / "gt.csv"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(paths + ["--target-prompt", str(tmp_path / "target.safetensors"), "--estimators", "avg_cosine",
+                          "--ground-truth", str(tmp_path / "gt.csv"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and needle in err and len(err.splitlines()) == 1
+    assert exit_info.value.code == 2 and needle in err and len(err.splitlines()) == 1
 
 
 def test_cli_bad_prompt_file(tmp_path, capsys):
     (tmp_path / "bad.safetensors").write_bytes(b"not a tensor file")
     paths = _write_case(tmp_path)
-    rc = cli.main([str(tmp_path / "bad.safetensors")] + paths +
-                  ["--target-prompt", str(tmp_path / "target.safetensors"), "--estimators", "avg_cosine",
-                   "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([str(tmp_path / "bad.safetensors")] + paths +
+                 ["--target-prompt", str(tmp_path / "target.safetensors"), "--estimators", "avg_cosine",
+                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "bad.safetensors: not a safetensors file" in err and len(err.splitlines()) == 1
+    assert exit_info.value.code == 2 and "bad.safetensors: not a safetensors file" in err and len(err.splitlines()) == 1

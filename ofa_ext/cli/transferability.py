@@ -33,6 +33,7 @@ import torch
 
 from ..metrics.rank_correlation import kendall_tau_a, spearman_rho
 from ..metrics.transferability import ESTIMATORS, PHIS, estimate_sources
+from ..utils.errors import cli_entry
 from ..utils.files import atomic_path
 from ..utils.prompts import load_prompt
 
@@ -118,13 +119,9 @@ def embedded_train_tokens(checkpoint: str, batch_size: int = 64) -> torch.Tensor
     return torch.cat(rows)
 
 
+@cli_entry("ofa-transferability")
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
-        print(f"ofa-transferability: error: {e}", file=sys.stderr)
-        return 2
+    return _run(build_parser().parse_args(argv))
 
 
 def _table(path_stem: Path, header: List[str], rows: List[List[object]]) -> None:

@@ -17,6 +17,8 @@ import re
 import sys
 from typing import Dict, List, Optional
 
+from ..utils.errors import cli_entry
+
 _SIMPLE = re.compile(r"epoch (\d+) \| valid on '([^']+)' subset \| (.*)$")
 
 
@@ -87,6 +89,7 @@ def report(lines: List[str], valid: str = "valid", test: str = "test", metric: s
     }
 
 
+@cli_entry("ofa-epoch-report")
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="ofa-epoch-report", description=__doc__.split("\n")[0])
     p.add_argument("log", help="fairseq training log (simple or json format)")
@@ -95,12 +98,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--metric", default="accuracy", help="logged metric to read")
     p.add_argument("--minimize", action="store_true", help="lower is better (e.g. --metric loss)")
     args = p.parse_args(argv)
+    with open(args.log, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
     try:
-        with open(args.log, encoding="utf-8", errors="replace") as f:
-            result = report(f.readlines(), args.valid, args.test, args.metric, maximize=not args.minimize)
-    except (OSError, ValueError) as e:
-        print(f"ofa-epoch-report: error: {args.log}: {e}", file=sys.stderr)
-        return 2
+        result = report(lines, args.valid, args.test, args.metric, maximize=not args.minimize)
+    except ValueError as e:
+        raise ValueError(f"{args.log}: {e}") from None
     print(json.dumps(result))
     return 0
 
