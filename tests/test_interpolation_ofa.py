@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-pytest.importorskip("ofa_ext.models.registered")
+import ofa_ext.models.registered  # noqa: E402,F401  (registers model ofa; a broken import fails)
 
 from fairseq.data import Dictionary  # noqa: E402
 

@@ -11,6 +11,7 @@ from typing import Optional
 
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
+from omegaconf import II
 
 from ..data.text import build_text_encoder
 
@@ -40,6 +41,13 @@ class OFATaskConfig(FairseqDataclass):
     skip_bad_rows: bool = field(
         default=False, metadata={"help": "skip (and count) malformed TSV rows instead of stopping with an error"}
     )
+    file_order: bool = field(
+        default=False,
+        metadata={"help": "read training batches in file order, as OFA does (default: a new permutation of the "
+                          "rows every epoch, from --seed); also the order of the task-embedding pass"},
+    )
+    # fairseq fills this from --seed (common.seed): the data order follows the run's seed.
+    seed: int = II("common.seed")
 
 
 class OFATask(FairseqTask):
@@ -88,3 +96,18 @@ class OFATask(FairseqTask):
 
     def max_positions(self):
         return None
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's iterator, which with --file-order keeps the batches in file order too (fairseq
+        shuffles the order of the batches every epoch, on top of the dataset's own order)."""
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        if getattr(self.cfg, "file_order", False) and dataset is self.datasets.get("train"):
+            itr.next_epoch_itr = _without_shuffle(itr.next_epoch_itr)
+        return itr
+
+
+def _without_shuffle(next_epoch_itr):
+    def call(shuffle: bool = True, **kwargs):
+        return next_epoch_itr(shuffle=False, **kwargs)
+
+    return call
