@@ -25,7 +25,7 @@ set -euo pipefail
 : "${GPU:=1}"
 : "${LR:=3e-5}"
 : "${MAX_EPOCH:=10}"
-: "${MAX_UPDATE:=0}"                         # > 0: stop after this many updates (the schedule spans them)
+: "${MAX_UPDATE:=0}"                         # > 0: stop after this many updates, whatever MAX_EPOCH (the schedule spans them)
 : "${TOTAL_BATCH:=128}"
 : "${BATCH_SIZE:=4}"
 : "${UPDATE_FREQ:=$(( TOTAL_BATCH / (BATCH_SIZE * NPROC) ))}"
@@ -37,7 +37,7 @@ set -euo pipefail
 : "${FREEZE_RESNET:=0}"                      # 1 = eval-mode BatchNorm and a frozen ResNet trunk
 # --- validation, saving, logging
 : "${VALIDATE_INTERVAL:=1}"                  # epochs between validations/saves
-: "${SAVE_INTERVAL_UPDATES:=500}"            # also validate and save every N updates (0 = never)
+: "${SAVE_INTERVAL_UPDATES:=500}"            # also validate and save every N updates (0 = never; OFA: 500)
 beam5='{"beam":5,"min_len":4,"max_len_a":0,"max_len_b":4}'
 : "${EVAL_ARGS:=$beam5}"                     # generation during validation (JSON)
 : "${LOG_FORMAT:=simple}"
@@ -62,7 +62,7 @@ args=()
 if [[ -n "$SPM_MODEL" ]]; then args+=(--bpe sentencepiece --spm-model "$SPM_MODEL"); else args+=(--bpe-dir "$BPE_DIR"); fi
 if [[ -n "$RESTORE" ]]; then args+=(--restore-file "$RESTORE" --reset-optimizer --reset-dataloader --reset-meters); fi
 [[ -z "$FINETUNE_FROM" ]] || args+=(--finetune-from-model "$FINETUNE_FROM")
-(( MAX_UPDATE <= 0 )) || args+=(--max-update "$MAX_UPDATE")
+(( MAX_UPDATE <= 0 )) || { MAX_EPOCH=0; args+=(--max-update "$MAX_UPDATE"); }
 [[ "$FILE_ORDER" != "1" ]] || args+=(--file-order)
 [[ "$FREEZE_RESNET" != "1" ]] || args+=(--freeze-resnet)
 [[ -z "$TENSORBOARD" ]] || args+=(--tensorboard-logdir "$TENSORBOARD")
@@ -82,7 +82,7 @@ ofa-launch "${launch[@]}" -- "$DATA" \
   --eval-acc --eval-args "$EVAL_ARGS" \
   --best-checkpoint-metric score --maximize-best-checkpoint-metric \
   --validate-interval "$VALIDATE_INTERVAL" --save-interval "$VALIDATE_INTERVAL" \
-  --save-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates 1 --keep-best-checkpoints 1 \
+  --save-interval-updates "$SAVE_INTERVAL_UPDATES" --validate-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates 1 --keep-best-checkpoints 1 \
   --no-epoch-checkpoints --fixed-validation-seed 7 --num-workers 0 \
   --log-format "$LOG_FORMAT" --log-interval "$LOG_INTERVAL" \
   --save-dir "$SAVE_DIR" "${args[@]}" $EXTRA 2>&1 | tee "$SAVE_DIR/train.log"
