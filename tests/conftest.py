@@ -1,13 +1,14 @@
-"""Shared pytest fixtures: the read-only `shared/` folder and small OFA builders."""
+"""Shared pytest fixtures: the reference data in tests/data and small OFA builders."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# Copies of the official references (OFA forward outputs, RefCOCO pipeline and evaluation, OFA's BPE
+# files): the tests run from a clone alone, and a missing file is a failure, never a skip.
+TEST_DATA = Path(__file__).resolve().parent / "data"
+REFERENCE_FOLDERS = ("ofa_reference", "refcoco_reference", "ofa_bpe")
 
 
 def pytest_configure(config):
@@ -19,21 +20,20 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED / "ofa_reference").is_dir():
-        pytest.skip(f"shared reference folder not found at {SHARED} (expected ../shared beside the repo)")
-    return SHARED
+def reference_dir() -> Path:
+    """tests/data, holding the reference folders (fails when one is missing)."""
+    missing = [name for name in REFERENCE_FOLDERS if not (TEST_DATA / name).is_dir()]
+    if missing:
+        pytest.fail(f"reference data missing from {TEST_DATA}: {missing} (they are part of the repository)")
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")
-def reference_checkpoint(shared_dir, tmp_path_factory) -> Path:
-    """custom_small_shared.pt rebuilt once per session by the reference recipe (~140 MB, ~3 s)."""
-    out = tmp_path_factory.mktemp("ofa_reference")
-    script = shared_dir / "ofa_reference" / "make_checkpoint.py"
-    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"make_checkpoint.py failed:\n{proc.stdout}\n{proc.stderr}")
-    return out / "custom_small_shared.pt"
+def reference_checkpoint(reference_dir, tmp_path_factory) -> Path:
+    """custom_small_shared.pt rebuilt once per session from its spec by tests/reference_checkpoint.py."""
+    from reference_checkpoint import build
+
+    return build(tmp_path_factory.mktemp("ofa_reference"), reference_dir / "ofa_reference" / "checkpoint_spec.json")
 
 
 def small_dictionary(n_symbols: int = 60):

@@ -17,9 +17,8 @@ from ofa_ext.data.text import (
     train_sentencepiece,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-BPE_DIR = SHARED / "ofa_bpe"
-needs_bpe = pytest.mark.skipif(not (BPE_DIR / "dict.txt").is_file(), reason=f"OFA BPE files not found in {BPE_DIR}")
+DATA = Path(__file__).resolve().parent / "data"  # copies of the official references; missing = failure
+BPE_DIR = DATA / "ofa_bpe"
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,6 @@ def gpt2():
     return build_text_encoder("gpt2", bpe_dir=BPE_DIR)
 
 
-@needs_bpe
 def test_ofa_dictionary_layout(gpt2):
     d, _ = gpt2
     assert len(d) == 59457  # not padded to a multiple of 8
@@ -42,7 +40,6 @@ def test_ofa_dictionary_layout(gpt2):
         first_bin_id(d, 500)
 
 
-@needs_bpe
 def test_dictionary_size_follows_options():
     d = build_ofa_dictionary(BPE_DIR, num_bins=10, code_dict_size=0)
     assert len(d) == 4 + 50260 + 1 + 10 and d[len(d) - 1] == "<bin_9>"
@@ -57,12 +54,10 @@ def test_missing_files_say_where_to_get_them(tmp_path):
         GPT2TextEncoder(tmp_path, d)
 
 
-@needs_bpe
-@pytest.mark.skipif(not (SHARED / "ofa_reference" / "reference.json").is_file(), reason="shared/ofa_reference missing")
 def test_reference_tokenisation(gpt2):
     d, enc = gpt2
     assert isinstance(enc, TextEncoder)
-    ref = json.loads((SHARED / "ofa_reference" / "reference.json").read_text())["tokenisation"]
+    ref = json.loads((DATA / "ofa_reference" / "reference.json").read_text())["tokenisation"]
     assert any(k.startswith("extra.") for k in ref)
     for name, row in ref.items():
         assert enc.bpe.encode(row["text"]) == row["gpt2_bpe_ids"], name
@@ -70,18 +65,15 @@ def test_reference_tokenisation(gpt2):
         assert enc.decode(row["dict_ids"]) == row["text"], name
 
 
-@needs_bpe
-@pytest.mark.skipif(not (SHARED / "refcoco_reference" / "reference.json").is_file(), reason="shared/refcoco_reference missing")
 def test_refcoco_reference_prompts(gpt2):
     d, enc = gpt2
-    rows = json.loads((SHARED / "refcoco_reference" / "reference.json").read_text())["rows"]
+    rows = json.loads((DATA / "refcoco_reference" / "reference.json").read_text())["rows"]
     for row in rows:
         assert pre_caption(row["text"], 80) == row["caption_after_pre_caption"]
         ids = enc.encode(row["prompt"])
         assert [d[i] for i in [0] + ids + [2]] == row["source_symbols"]
 
 
-@needs_bpe
 def test_encoder_pickles_without_tables(gpt2):
     _, enc = gpt2
     enc.encode("warm up")

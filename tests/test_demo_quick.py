@@ -2,7 +2,7 @@
 
 The numbers are meaningless at this size (a few updates on ~100 rows); this checks that the whole
 pipeline — data, training, evaluation, PETL, task embeddings, similarity, interpolation — runs and
-writes what a person reads.
+writes what a person reads. Every stage goes through the run scripts of run_scripts/refcoco.
 """
 
 import json
@@ -30,4 +30,5 @@ def test_quick_demo_runs_every_stage(tmp_path):
     petl = json.loads((out / "petl" / "petl.json").read_text())
     assert set(petl) == {"full", "adapter", "prefix", "lora", "bitfit"}
     assert all(petl[m]["trainable_percent"] < petl["full"]["trainable_percent"] for m in petl if m != "full")
-    assert (out / "pi_tuning" / "summary.json").is_file() and (out / "pi_tuning" / "task_sim.png").is_file()
+    assert (out / "pi_tuning" / "summary.json").is_file() and (out / "pi_tuning" / "s1" / "task_sim.png").is_file()
+    assert "Stage 3: π-Tuning" in (out / "README.md").read_text()  # the run's record, written from the summaries

@@ -9,7 +9,8 @@ import torch
 
 from conftest import small_dictionary
 from ofa_ext.cli import ckpt_info
-from ofa_ext.models.ofa.checkpoint import CheckpointError, load_official_checkpoint, read_checkpoint
+from ofa_ext.api import load_official_checkpoint
+from ofa_ext.models.ofa.checkpoint import CheckpointError, read_checkpoint
 from ofa_ext.models.ofa.mismatch import CheckpointMismatchError
 from ofa_ext.models.ofa.placeholder_dict import SizedDictionary
 from ofa_ext.models.registered import OFAFairseqModel, to_ofa_config
@@ -215,16 +216,26 @@ def test_fairseq_arch_gives_official_model():
 
 
 def test_registration_is_idempotent():
-    from fairseq.models import ARCH_MODEL_REGISTRY
+    """Registering again, re-executing the module and importing the user dir twice change nothing:
+    every arch still builds the official key set through fairseq, from the first registered class."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+    from fairseq.utils import import_user_module
 
     import ofa_ext.models.registered as reg
 
+    model_cls = MODEL_REGISTRY["ofa"]
+    archs = sorted(a for a, cls in ARCH_MODEL_REGISTRY.items() if cls is model_cls)
+    assert {"ofa_nano", "ofa_tiny", "ofa_base", "ofa_large", "ofa_huge"} <= set(archs)
     reg.register()
     importlib.reload(reg)  # a second execution of the module must not raise "Cannot register duplicate"
-    assert issubclass(ARCH_MODEL_REGISTRY["ofa_nano"], reg.OFAModel)
-    from fairseq.utils import import_user_module
-
-    import_user_module(argparse.Namespace(user_dir=str(__import__("pathlib").Path(reg.__file__).parents[1])))
+    user_dir = argparse.Namespace(user_dir=str(__import__("pathlib").Path(reg.__file__).parents[1]))
+    import_user_module(user_dir)
+    import_user_module(user_dir)
+    assert MODEL_REGISTRY["ofa"] is model_cls
+    assert sorted(a for a, cls in ARCH_MODEL_REGISTRY.items() if cls is model_cls) == archs
+    official = json.loads((__import__("pathlib").Path(__file__).parent / "data/ofa_keys/ofa_tiny.json").read_text())
+    model, _ = _fairseq_build(["--arch", "ofa_tiny"])
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == official["keys"]
 
 
 # -- CLI ------------------------------------------------------------------------------------------

@@ -67,17 +67,17 @@ def test_generator_matches_spec_counts():
         assert (gen.unique_params(keys), len(keys)) == (SPEC[arch][0], SPEC[arch][2])
 
 
-def test_generator_matches_reference_checkpoint_spec(shared_dir):
-    spec = json.loads((shared_dir / "ofa_reference" / "checkpoint_spec.json").read_text())
+def test_generator_matches_reference_checkpoint_spec(reference_dir):
+    spec = json.loads((reference_dir / "ofa_reference" / "checkpoint_spec.json").read_text())
     ref = [(k, s) for k, s, _ in spec["tensors"]]
     assert _generator().official_keys(128, 512, 2, 2, 4, (3, 4, 6)) == ref
 
 
-def test_custom_small_from_stored_config_matches_reference_keys(shared_dir):
+def test_custom_small_from_stored_config_matches_reference_keys(reference_dir):
     """Built from the reference checkpoint's stored config (a dict), our keys equal its 425 keys in order."""
-    from ofa_ext.models.ofa.checkpoint import config_from_checkpoint
+    from ofa_ext.api import config_from_checkpoint
 
-    spec = json.loads((shared_dir / "ofa_reference" / "checkpoint_spec.json").read_text())
+    spec = json.loads((reference_dir / "ofa_reference" / "checkpoint_spec.json").read_text())
     state = {"cfg": spec["checkpoint_entries"]["cfg"], "model": {}}
     model = _meta_model(config_from_checkpoint(state))
     ours = [(k, list(v.shape)) for k, v in model.state_dict().items()]

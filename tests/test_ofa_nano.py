@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ofa_ext.models.ofa.attention import MultiheadAttention
-from ofa_ext.models.ofa.checkpoint import load_official_checkpoint
+from ofa_ext.api import load_official_checkpoint
 
 
 def _batch(vocab: int, bsz: int = 2, src_len: int = 7, tgt_len: int = 5, image: int = 64, seed: int = 1):

@@ -1,4 +1,4 @@
-"""The key test: our OFA forward equals the official code's on shared/ofa_reference.
+"""The key test: our OFA forward equals the official code's on tests/data/ofa_reference.
 
 Checkpoint rebuilt by the reference recipe, loaded by OUR loader; outputs compared at the
 README's positions and tolerances.
@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from ofa_ext.models.ofa.checkpoint import load_official_checkpoint
+from ofa_ext.api import load_official_checkpoint
 
 CASES = ("square", "padded")
 
 
 @pytest.fixture(scope="module")
-def reference(shared_dir, reference_checkpoint):
+def reference(reference_dir, reference_checkpoint):
     model, cfg = load_official_checkpoint(str(reference_checkpoint))
-    ref = shared_dir / "ofa_reference"
+    ref = reference_dir / "ofa_reference"
     return model, cfg, np.load(ref / "inputs.npz"), np.load(ref / "outputs.npz")
 
 

@@ -7,8 +7,7 @@ import sys
 import pytest
 import torch
 
-from e2e_helpers import (TINY_MODEL_ARGS, TINY_TRAIN_ARGS, USER_DIR, fairseq_train, load_for_eval,
-                         make_tiny_grounding_data, run, valid_logits)
+from e2e_helpers import fairseq_train, load_for_eval, make_tiny_grounding_data, run, valid_logits
 
 METHODS = {
     "adapter": ["--adapter", "--adapter-dim", "8"],
@@ -48,15 +47,3 @@ def test_method_trains_exports_and_reloads(method, foundation, tmp_path):
     # a fresh backbone (the foundation) + --petl-load gives the tuned model's outputs
     reloaded, _ = load_for_eval(base, {"petl_load": str(pieces)})
     assert torch.equal(valid_logits(reloaded, task), valid_logits(tuned, task))
-
-
-def test_two_process_lora_run(foundation, tmp_path):
-    data, base = foundation
-    save = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "ofa_ext.cli.launch", "--nproc", "2", "--", str(data), "--user-dir", USER_DIR,
-           "--spm-model", str(data / "spm.model"), "--save-dir", str(save), *TINY_MODEL_ARGS, *TINY_TRAIN_ARGS,
-           "--finetune-from-model", str(base), "--freeze-resnet", "--max-update", "2", "--disable-validation",
-           *METHODS["lora"]]
-    proc = run(cmd, cwd=tmp_path)
-    assert "distributed init (rank 1)" in proc.stdout + proc.stderr
-    assert (save / "checkpoint_last.pt").is_file()

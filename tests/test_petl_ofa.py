@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-pytest.importorskip("ofa_ext.models.registered")
+import ofa_ext.models.registered  # noqa: E402,F401  (registers model ofa; a broken import fails)
 
 from fairseq.data import Dictionary  # noqa: E402
 from fairseq.dataclass.utils import gen_parser_from_dataclass  # noqa: E402

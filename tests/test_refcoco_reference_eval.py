@@ -1,4 +1,4 @@
-"""Our beam search + box decoding reproduce OFA's official refcoco evaluation (shared/refcoco_reference).
+"""Our beam search + box decoding reproduce OFA's official refcoco evaluation (tests/data/refcoco_reference).
 
 The reference model has random weights, so the predictions are nonsense text tokens; what matters is
 that every beam, score and decoded box equals the official run (unconstrained decoding, beam 5,
@@ -11,16 +11,16 @@ import torch
 
 from ofa_ext.evaluation.generation import build_generator, generate_from_bos
 from ofa_ext.evaluation.grounding import predict_grounding
-from ofa_ext.models.ofa.checkpoint import load_official_checkpoint
+from ofa_ext.api import load_official_checkpoint
 from ofa_ext.tasks.refcoco import RefcocoConfig, RefcocoTask
 
 OFFICIAL_GEN = {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, "no_repeat_ngram_size": 3}
 
 
 @pytest.fixture(scope="module")
-def reference_run(shared_dir, reference_checkpoint):
-    ref = shared_dir / "refcoco_reference"
-    cfg = RefcocoConfig(data=str(ref / "refcoco_rows.tsv"), bpe_dir=str(shared_dir / "ofa_bpe"),
+def reference_run(reference_dir, reference_checkpoint):
+    ref = reference_dir / "refcoco_reference"
+    cfg = RefcocoConfig(data=str(ref / "refcoco_rows.tsv"), bpe_dir=str(reference_dir / "ofa_bpe"),
                         selected_cols="0,4,2,3", patch_image_size=512, max_image_size=512,
                         unconstrained_decoding=True)
     task = RefcocoTask.setup_task(cfg)

@@ -1,7 +1,7 @@
 """Real `fairseq-train --user-dir ofa_ext --task refcoco` runs on generated data, then evaluation.
 
-Single process, resumption, 2 CPU processes through torchrun (ofa-launch), and `ofa-evaluate`'s
-JSON outputs. The runs are a few updates long: they check wiring, not accuracy (the demo does that).
+Single process, resumption and `ofa-evaluate`'s JSON outputs (2 processes = 1 process:
+test_two_process.py). The runs are a few updates long: they check wiring, not accuracy (the demo does that).
 """
 
 import json
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from e2e_helpers import TINY_MODEL_ARGS, TINY_TRAIN_ARGS, USER_DIR, fairseq_train, make_tiny_grounding_data, run
+from e2e_helpers import fairseq_train, make_tiny_grounding_data, run
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +57,3 @@ def test_evaluate_writes_predictions_and_summary(trained, tiny_data, tmp_path):
         assert {"id", "text", "pred_box", "gold_box", "iou"} <= set(row)
         assert len(row["pred_box"]) == 4 and len(row["gold_box"]) == 4
     assert sum(r["hit"] for r in rows) / 16 == pytest.approx(summary["acc@0.5"])
-
-
-def test_two_cpu_processes_with_torchrun(tiny_data, tmp_path):
-    save = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "ofa_ext.cli.launch", "--nproc", "2", "--", str(tiny_data), "--user-dir", USER_DIR,
-           "--spm-model", str(tiny_data / "spm.model"), "--save-dir", str(save), *TINY_MODEL_ARGS,
-           *TINY_TRAIN_ARGS, "--max-update", "3", "--eval-acc", "--validate-interval-updates", "3"]
-    proc = run(cmd, cwd=tmp_path)
-    log = proc.stdout + proc.stderr
-    assert "distributed init (rank 1)" in log and "| score " in log, log[-3000:]
-    assert (save / "checkpoint_last.pt").is_file()

@@ -20,7 +20,6 @@ missing files. The interpolation weights are logged at build, after a load, and 
 metrics `mix_w0..mix_w{K-1}` (mean over groups) at every update.
 """
 
-import importlib
 import os
 
 import torch
@@ -37,12 +36,10 @@ from .interpolation import MIX_ATTR, InterpolationConfig, adopt_checkpoint_mixin
 from .interpolation_options import (
     MIX_KEY, check_interpolation_options, expert_paths, log_mix_weights, mean_mix_weights,
 )
+from .petl import apply_petl
 from .petl.config import PETLConfig
 
 logger = logging.getLogger(__name__)
-
-PETL_SWITCHES = ("adapter", "encoder_prompt", "decoder_prompt", "lora", "bitfit")
-
 
 @dataclass
 class OFAConfig(OFABackboneConfig, PETLConfig, InterpolationConfig):
@@ -102,21 +99,6 @@ def to_ofa_config(cfg: Any, script_flags: bool = False) -> OFAConfig:
         setattr(out, k, v)
     out._name = arch
     return out
-
-
-def apply_petl(model: OFAModel, cfg: Any) -> OFAModel:
-    """Hand the model to `ofa_ext.models.petl.apply_petl` when that helper exists."""
-    try:
-        petl = importlib.import_module("ofa_ext.models.petl")
-    except ImportError:  # pragma: no cover
-        petl = None
-    fn: Callable | None = getattr(petl, "apply_petl", None)
-    if fn is None:
-        wanted = [s for s in PETL_SWITCHES if read_attr(cfg, s, False)]
-        if wanted:
-            raise RuntimeError(f"PETL options {wanted} are set but ofa_ext.models.petl.apply_petl is not available")
-        return model
-    return fn(model, cfg)
 
 
 # Buffer present in the checkpoints of runs started from `--petl-load` pieces.

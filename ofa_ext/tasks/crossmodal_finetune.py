@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fairseq.dataclass import FairseqDataclass
+from omegaconf import II
 from fairseq.tasks import FairseqTask, register_task
 
 from ..data.arrays import TARGETS, ArrayDataset, ArrayFileError, check_targets, read_npz
@@ -35,7 +36,8 @@ class CrossmodalFinetuneConfig(FairseqDataclass):
     target: str = field(default="class", metadata={"help": "class | multilabel | regression | dense"})
     num_classes: int = field(default=0, metadata={
         "help": "classes (class, multilabel); 0 = n_classes of DATA/meta.json"})
-    seed: int = field(default=1, metadata={"help": "seed of the per-epoch shuffling of the train split"})
+    # fairseq fills this from --seed (common.seed): the per-epoch order of the train split follows the run's seed
+    seed: int = II("common.seed")
 
 
 @register_task("crossmodal_finetune", dataclass=CrossmodalFinetuneConfig)
@@ -44,6 +46,8 @@ class CrossmodalFinetuneTask(FairseqTask):
 
     def __init__(self, cfg: CrossmodalFinetuneConfig, train_x: np.ndarray, train_y: np.ndarray, n_classes: int):
         super().__init__(cfg)
+        if isinstance(cfg.seed, str):  # built outside a fairseq run (tests, tools): no --seed to follow
+            cfg.seed = 1
         self.sample_shape = tuple(train_x.shape[1:])
         self.is_text = train_x.dtype.kind == "U"  # strings: the body's own tokenizer and embedding
         self.target_shape = tuple(train_y.shape[1:])

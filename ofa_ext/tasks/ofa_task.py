@@ -52,6 +52,13 @@ class OFATaskConfig(FairseqDataclass):
     restore_file: Optional[str] = II("checkpoint.restore_file")
     finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
     checkpoint_suffix: Optional[str] = II("checkpoint.checkpoint_suffix")
+    file_order: bool = field(
+        default=False,
+        metadata={"help": "read training batches in file order, as OFA does (default: a new permutation of the "
+                          "rows every epoch, from --seed); also the order of the task-embedding pass"},
+    )
+    # fairseq fills this from --seed (common.seed): the data order follows the run's seed.
+    seed: int = II("common.seed")
 
 
 def _option(cfg, name: str, default=None):
@@ -175,3 +182,18 @@ class OFATask(FairseqTask):
 
     def max_positions(self):
         return None
+
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        """fairseq's iterator, which with --file-order keeps the batches in file order too (fairseq
+        shuffles the order of the batches every epoch, on top of the dataset's own order)."""
+        itr = super().get_batch_iterator(dataset, *args, **kwargs)
+        if getattr(self.cfg, "file_order", False) and dataset is self.datasets.get("train"):
+            itr.next_epoch_itr = _without_shuffle(itr.next_epoch_itr)
+        return itr
+
+
+def _without_shuffle(next_epoch_itr):
+    def call(shuffle: bool = True, **kwargs):
+        return next_epoch_itr(shuffle=False, **kwargs)
+
+    return call

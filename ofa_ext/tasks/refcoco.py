@@ -46,11 +46,12 @@ class RefcocoTask(OFATask):
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         path = self.split_path(split, epoch)
         selected = self.cfg.selected_cols or REFCOCO_SELECTED_COLS
+        shuffle = split == "train" and not self.cfg.file_order
         self.datasets[split] = GroundingDataset.from_tsv(
             path, self.dictionary, self.text_encoder, selected_cols=selected,
             patch_image_size=self.cfg.patch_image_size, max_image_size=self.cfg.max_image_size,
             num_bins=self.cfg.num_bins, max_src_length=self.cfg.max_src_length,
-            skip_bad_rows=self.cfg.skip_bad_rows, shuffle=(split == "train"), seed=getattr(self.cfg, "seed", 1),
+            skip_bad_rows=self.cfg.skip_bad_rows, shuffle=shuffle, seed=self.cfg.seed if shuffle else 1,
         )
         self.check_rows(split, path, self.datasets[split])
 

@@ -1,29 +1,33 @@
 # Shared settings of the CPU demo stages (sourced, not run). QUICK=1 shrinks everything for tests.
+# Every training, task embedding and evaluation goes through the run scripts a user gets
+# (run_scripts/refcoco/*.sh), with the small variables below instead of the official recipe.
 QUICK=${QUICK:-0}
 OUT=${OUT:-results/demo}                 # what a person looks at: summaries, predictions, plots
 WORK=${WORK:-$OUT/work}                  # data and checkpoints
 DATA_ROOT=$WORK/data
+SCRIPTS=run_scripts/refcoco
 VARIANTS=(refcoco refcoco+ refcocog largest)
 # One thread per process: on a 2-core machine where anything else runs, a 2-thread step waits for a
 # descheduled thread at every parallel region (measured: 5.2 s vs 0.13 s per demo step).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+JOBS=${JOBS:-2}                          # independent runs at once (one thread each)
 
 if [[ "$QUICK" == "1" ]]; then
-  N_TRAIN=${N_TRAIN:-96}; N_EVAL=${N_EVAL:-32}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-12}
-  PETL_UPDATES=${PETL_UPDATES:-6}; IMAGE_SIZE=${IMAGE_SIZE:-64}
+  N_TRAIN=${N_TRAIN:-96}; N_EVAL=${N_EVAL:-32}; N_TEST=${N_TEST:-32}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-12}
+  PETL_UPDATES=${PETL_UPDATES:-6}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1})
 else
-  N_TRAIN=${N_TRAIN:-6000}; N_EVAL=${N_EVAL:-200}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-2000}
-  PETL_UPDATES=${PETL_UPDATES:-200}; IMAGE_SIZE=${IMAGE_SIZE:-64}
+  N_TRAIN=${N_TRAIN:-6000}; N_EVAL=${N_EVAL:-200}; N_TEST=${N_TEST:-1000}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-2000}
+  PETL_UPDATES=${PETL_UPDATES:-200}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1 2 3})
 fi
 
-# The small model and the vocabulary every stage shares.
-MODEL_ARGS=(--user-dir ofa_ext --task refcoco --arch ofa_nano --bpe sentencepiece --spm-model "$DATA_ROOT/spm.model"
-            --code-dict-size 0 --num-bins 100 --patch-image-size "$IMAGE_SIZE" --max-image-size "$IMAGE_SIZE")
-TRAIN_ARGS=(--criterion adjust_label_smoothed_cross_entropy --label-smoothing 0.1
-            --optimizer adam --adam-betas '(0.9,0.999)' --clip-norm 1.0 --batch-size 32 --num-workers 0
-            --lr-scheduler ofa_polynomial_decay --warmup-ratio 0.06 --dropout 0.1
-            --eval-acc --best-checkpoint-metric score --maximize-best-checkpoint-metric --validate-interval 1000
-            --no-epoch-checkpoints --log-format tqdm --log-interval 20 --seed 1 --cpu)
+BEAM=${BEAM:-2}                          # beam of validation and evaluation (OFA: 5; 4-bin boxes need little)
+
+# The toy-size variables of every run script: ofa_nano on the CPU, the demo's sentencepiece
+# vocabulary, 100 bins, batches of 32, no drop path, validation only at update intervals.
+export EVAL_ARGS="{\"beam\":$BEAM,\"min_len\":4,\"max_len_a\":0,\"max_len_b\":4}"
+export ARCH=ofa_nano SPM_MODEL=$DATA_ROOT/spm.model CODE_DICT_SIZE=0 NUM_BINS=100 \
+  PATCH_IMAGE_SIZE=$IMAGE_SIZE MAX_IMAGE_SIZE=$IMAGE_SIZE GPU=0 NPROC=1 TOTAL_BATCH=32 BATCH_SIZE=32 \
+  DROP_PATH=0 VALIDATE_INTERVAL=100000 LOG_FORMAT=simple LOG_INTERVAL=20 RESTORE=
 
 data_dir() { echo "$DATA_ROOT/$1"; }
 
@@ -32,7 +36,7 @@ make_demo_data() {
   for v in "${VARIANTS[@]}"; do
     if [[ ! -f "$(data_dir "$v")/test.tsv" ]]; then
       ofa-make-grounding-data --variant "$v" --out "$(data_dir "$v")" --seed 1 \
-        --n-train "$N_TRAIN" --n-valid "$N_EVAL" --n-test "$N_EVAL" --image-size "$IMAGE_SIZE" >/dev/null
+        --n-train "$N_TRAIN" --n-valid "$N_EVAL" --n-test "$N_TEST" --image-size "$IMAGE_SIZE" >/dev/null
     fi
   done
   if [[ ! -f "$DATA_ROOT/spm.model" ]]; then
@@ -40,11 +44,42 @@ make_demo_data() {
   fi
 }
 
-# evaluate CHECKPOINT VARIANT NAME [extra ofa-evaluate args] -> $OUT/NAME/summary.json
+# train SCRIPT SAVE_DIR UPDATES [VAR=value ...]: one run script for UPDATES updates, validating and
+# keeping the best checkpoint at its half-way and last update; skipped when SAVE_DIR has one.
+train() {
+  local script=$1 save=$2 updates=$3; shift 3
+  [[ -f "$save/checkpoint_best.pt" && "${RETRAIN:-0}" != "1" ]] && return 0
+  env SAVE_DIR="$save" MAX_UPDATE="$updates" SAVE_INTERVAL_UPDATES=$((updates / 2 + 1)) TENSORBOARD= "$@" \
+    bash "$SCRIPTS/$script"
+}
+
+# evaluate CHECKPOINT VARIANT NAME [VAR=value ...] -> $OUT/NAME/summary.json (evaluate_refcoco.sh)
 evaluate() {
   local ckpt=$1 variant=$2 name=$3; shift 3
-  ofa-evaluate "$(data_dir "$variant")" --path "$ckpt" --gen-subset test --results-path "$OUT/$name" \
-    --batch-size 32 --cpu "$@" >/dev/null
+  env CHECKPOINT="$ckpt" DATA="$(data_dir "$variant")" SPLIT=test RESULTS="$OUT/$name" BATCH_SIZE=64 \
+    BEAM="$BEAM" NO_REPEAT_NGRAM=0 "$@" bash "$SCRIPTS/evaluate_refcoco.sh" >/dev/null
 }
 
 json_field() { python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+
+# job NAME COMMAND...: run up to JOBS commands at once, each logging to $LOGS/NAME.log;
+# wait_jobs stops the demo on the first failure, with the end of its log.
+LOGS=$WORK/logs
+pids=(); names=()
+job() {
+  local name=$1; shift
+  mkdir -p "$LOGS"
+  "$@" >"$LOGS/$name.log" 2>&1 & pids+=($!); names+=("$name")
+  (( ${#pids[@]} < JOBS )) || wait_jobs
+}
+wait_jobs() {
+  local i failed=0
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "demo: job ${names[$i]} failed; last lines of $LOGS/${names[$i]}.log:" >&2
+      tail -n 25 "$LOGS/${names[$i]}.log" >&2; failed=1
+    fi
+  done
+  pids=(); names=()
+  (( failed == 0 )) || exit 1
+}

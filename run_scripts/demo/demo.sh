@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # The CPU demo behind `make demo`: a miniature π-Tuning pipeline on generated grounding data.
+# Stage 1 (grounding) makes the foundation model; stages 2 (petl) and 3 (pi_tuning) both start
+# from it and run side by side, JOBS runs at a time each (default 1: two processes in all, one per
+# core of a 2-core machine). At the end, $OUT/README.md records the run (write_readme.py).
 # QUICK=1 runs every stage at toy size (a smoke test, not a result).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for stage in grounding petl pi_tuning; do
-  echo "== demo stage: $stage"
-  bash "run_scripts/demo/$stage.sh"
-done
+OUT=${OUT:-results/demo}
+export OUT JOBS=${JOBS:-1}
+mkdir -p "$OUT/work/logs"
+echo "== demo stage: grounding"
+start=$SECONDS
+bash run_scripts/demo/grounding.sh
+grounding=$((SECONDS - start))
+echo "== demo stages: petl and pi_tuning, side by side (logs: $OUT/work/logs/stage_*.log)"
+start=$SECONDS
+bash run_scripts/demo/petl.sh > "$OUT/work/logs/stage_petl.log" 2>&1 & petl=$!
+bash run_scripts/demo/pi_tuning.sh > "$OUT/work/logs/stage_pi_tuning.log" 2>&1 & pi=$!
+status=0
+wait $petl || { echo "demo: stage petl failed:" >&2; tail -n 30 "$OUT/work/logs/stage_petl.log" >&2; status=1; }
+wait $pi || { echo "demo: stage pi_tuning failed:" >&2; tail -n 30 "$OUT/work/logs/stage_pi_tuning.log" >&2; status=1; }
+(( status == 0 )) || exit 1
+grep -h '^demo: ' "$OUT/work/logs/stage_petl.log" "$OUT/work/logs/stage_pi_tuning.log"
+rest=$((SECONDS - start))
+python run_scripts/demo/write_readme.py "$OUT" "{\"grounding\": $grounding, \"petl + pi_tuning\": $rest}"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Demo stage 2: parameter-efficient tuning of the foundation model (stage 1) on another variant.
-# Full fine-tuning and each PETL method train on PETL_TARGET from the same checkpoint; the report
-# compares Acc@0.5, trainable share, file size and train-step time (results/demo/petl.json).
+# Full fine-tuning (train_refcoco.sh) and each PETL method (train_refcoco_{adapter,prefix,lora,bitfit}.sh)
+# train on PETL_TARGET from the same checkpoint, once per seed of SEEDS; the report gives Acc@0.5
+# (mean ± std over the seeds), trainable share, file size and train-step time ($OUT/petl/petl.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source run_scripts/demo/common.sh
@@ -12,31 +13,31 @@ foundation=$WORK/ckpt/foundation/checkpoint_best.pt
 target=${PETL_TARGET:-refcoco+}
 mkdir -p "$OUT/petl"
 
-declare -A FLAGS=(
-  [full]=""
-  [adapter]="--adapter --adapter-dim 32"
-  [prefix]="--encoder-prompt --decoder-prompt --encoder-prompt-length 16 --decoder-prompt-length 16"
-  [lora]="--lora --lora-r 8 --lora-alpha 16 --lora-targets q_proj,k_proj,v_proj,out_proj,fc1,fc2"
-  [bitfit]="--bitfit --bitfit-scope all"
+# the demo's sizes and learning rates of each method (the scripts' variables)
+declare -A VARS=(
+  [full]="LR=5e-4"
+  [adapter]="LR=3e-3 ADAPTER_DIM=32"
+  [prefix]="LR=1e-2 PROMPT_LENGTH=16 PROMPT_DROPOUT=0"
+  [lora]="LR=3e-3 LORA_R=8 LORA_ALPHA=16 LORA_TARGETS=q_proj,k_proj,v_proj,out_proj,fc1,fc2"
+  [bitfit]="LR=1e-2 BITFIT_SCOPE=all"
 )
-declare -A LR=([full]=5e-4 [adapter]=3e-3 [prefix]=1e-2 [lora]=3e-3 [bitfit]=1e-2)
+declare -A SCRIPT=([full]=train_refcoco.sh [adapter]=train_refcoco_adapter.sh [prefix]=train_refcoco_prefix.sh
+                   [lora]=train_refcoco_lora.sh [bitfit]=train_refcoco_bitfit.sh)
 METHODS=(full adapter prefix lora bitfit)
 
-evaluate "$foundation" "$target" petl/foundation_zero_shot
-for m in "${METHODS[@]}"; do
-  save=$WORK/ckpt/petl_$m
-  if [[ ! -f "$save/checkpoint_best.pt" ]]; then
-    petl_args=(${FLAGS[$m]})
-    [[ "$m" == "full" ]] || petl_args+=(--freeze-resnet)
-    fairseq-train "$(data_dir "$target")" "${MODEL_ARGS[@]}" "${TRAIN_ARGS[@]}" \
-      --finetune-from-model "$foundation" "${petl_args[@]}" --lr "${LR[$m]}" \
-      --max-update "$PETL_UPDATES" --total-num-update "$PETL_UPDATES" \
-      --validate-interval-updates $((PETL_UPDATES / 2 + 1)) --save-interval-updates $((PETL_UPDATES / 2 + 1)) \
-      --keep-interval-updates 1 --save-dir "$save" --tensorboard-logdir "$OUT/tensorboard/petl_$m"
-  fi
-  [[ "$m" == "full" ]] || ofa-pieces export "$save/checkpoint_best.pt" "$OUT/petl/$m.safetensors" --task-name "$target" >/dev/null
-  evaluate "$save/checkpoint_best.pt" "$target" "petl/$m"
+run_method() {  # METHOD SEED
+  local m=$1 seed=$2 save=$WORK/ckpt/petl_$1_s$2
+  train "${SCRIPT[$m]}" "$save" "$PETL_UPDATES" DATA="$(data_dir "$target")" FINETUNE_FROM="$foundation" \
+    SEED="$seed" TASK_NAME="$target" ${VARS[$m]}
+  [[ "$m" == "full" || "$seed" != "${SEEDS[0]}" ]] || cp "$save/pieces.safetensors" "$OUT/petl/$m.safetensors"
+  evaluate "$save/checkpoint_best.pt" "$target" "petl/$m/s$seed"
+}
+
+job petl_foundation evaluate "$foundation" "$target" petl/foundation_zero_shot
+for seed in "${SEEDS[@]}"; do
+  for m in "${METHODS[@]}"; do job "petl_${m}_s$seed" run_method "$m" "$seed"; done
 done
+wait_jobs
 zero=$(json_field "$OUT/petl/foundation_zero_shot/summary.json" "acc@0.5")
 printf 'demo: petl foundation (no tuning) on %s acc@0.5=%.3f\n' "$target" "$zero"
-python run_scripts/demo/petl_report.py "$OUT/petl" "$WORK/ckpt" "$(data_dir "$target")" "${METHODS[@]}"
+python run_scripts/demo/petl_report.py "$OUT/petl" "$WORK/ckpt" "$(data_dir "$target")" "${SEEDS[*]}" "${METHODS[@]}"

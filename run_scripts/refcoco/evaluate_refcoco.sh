@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # Evaluate a grounding checkpoint (ours or an official OFA one) on one split: Acc@0.5, with
 # per-sample predictions (predictions.jsonl) and a summary (summary.json) under RESULTS.
+# Defaults = OFA's evaluate_refcoco.sh (beam 5, 4 bins, no-repeat n-gram 3, batch 16).
 #   CHECKPOINT=checkpoints/refcoco_full/checkpoint_best.pt bash run_scripts/refcoco/evaluate_refcoco.sh
 set -euo pipefail
 
-DATA=${DATA:-dataset/refcoco_data/refcoco_val.tsv}     # a TSV file, or a directory with {SPLIT}.tsv
-SPLIT=${SPLIT:-test}                                    # used when DATA is a directory
-CHECKPOINT=${CHECKPOINT:-checkpoints/refcoco_full/checkpoint_best.pt}
-BPE_DIR=${BPE_DIR:-}                                    # set to override the checkpoint's --bpe-dir
-RESULTS=${RESULTS:-results/refcoco_eval}
-BATCH_SIZE=${BATCH_SIZE:-16}
-UNCONSTRAINED=${UNCONSTRAINED:-0}                       # 1 = OFA's released decoding (whole vocabulary)
-NO_REPEAT_NGRAM=${NO_REPEAT_NGRAM:-3}                   # OFA's evaluate_refcoco.sh uses 3
+: "${DATA:=dataset/refcoco_data/refcoco_val.tsv}"       # a TSV file, or a directory with {SPLIT}.tsv
+: "${SPLIT:=test}"                                      # used when DATA is a directory
+: "${CHECKPOINT:=checkpoints/refcoco_full/checkpoint_best.pt}"
+: "${PETL_LOAD=}"                                      # a piece file to put on CHECKPOINT's backbone
+: "${BPE_DIR=}"                                        # set to override the checkpoint's --bpe-dir
+: "${RESULTS:=results/refcoco_eval}"
+: "${BATCH_SIZE:=16}"
+: "${BEAM:=5}"
+: "${UNCONSTRAINED:=0}"                                 # 1 = OFA's released decoding (whole vocabulary)
+: "${NO_REPEAT_NGRAM:=3}"                               # OFA's evaluate_refcoco.sh uses 3
+: "${GPU:=1}"                                           # 0 = on the CPU even where a GPU is present
 
 overrides='{"selected_cols":"0,4,2,3"'
-[[ -n "$BPE_DIR" ]] && overrides+=",\"bpe_dir\":\"$BPE_DIR\""
+[[ -z "$BPE_DIR" ]] || overrides+=",\"bpe_dir\":\"$BPE_DIR\""
+[[ -z "$PETL_LOAD" ]] || overrides+=",\"petl_load\":\"$PETL_LOAD\""
 overrides+='}'
 extra=()
-[[ "$UNCONSTRAINED" == "1" ]] && extra+=(--unconstrained-decoding)
+[[ "$UNCONSTRAINED" != "1" ]] || extra+=(--unconstrained-decoding)
+[[ "$GPU" == "1" ]] || extra+=(--cpu)
 
 ofa-evaluate "$DATA" --path "$CHECKPOINT" --gen-subset "$SPLIT" --results-path "$RESULTS" \
-  --batch-size "$BATCH_SIZE" --beam 5 --min-len 4 --max-len-a 0 --max-len-b 4 \
+  --batch-size "$BATCH_SIZE" --beam "$BEAM" --min-len 4 --max-len-a 0 --max-len-b 4 \
   --no-repeat-ngram-size "$NO_REPEAT_NGRAM" --model-overrides "$overrides" "${extra[@]}"

@@ -3,7 +3,6 @@
 # experts of SIMILARITY=top_k_<target>.json) on the target data, then collapse to one piece file.
 # Every variable of train_refcoco.sh and train_refcoco_interpolation.sh applies.
 set -euo pipefail
-export LR=${LR:-1e-4} MAX_EPOCH=${MAX_EPOCH:-5} PATCH_IMAGE_SIZE=${PATCH_IMAGE_SIZE:-480}
 export SAVE_DIR=${SAVE_DIR:-checkpoints/refcoco_lora_interpolation}
 # PETL options: read from the first expert; LORA_R=N states them explicitly (checked against the experts)
 [[ -z "${LORA_R:-}" ]] || export PETL_FLAGS="--lora --lora-r $LORA_R --lora-alpha ${LORA_ALPHA:-1} --lora-targets ${LORA_TARGETS:-q_proj,k_proj,v_proj,out_proj}"

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Shared body of the PETL scripts: train with PETL_FLAGS on a frozen backbone (train_refcoco.sh),
-# then export the trained pieces next to the checkpoints. --freeze-resnet keeps the trunk's
-# BatchNorm statistics fixed, so the piece file alone describes the expert (π-Tuning lets them drift).
+# then export the trained pieces next to the checkpoints (SAVE_DIR/pieces.safetensors).
 set -euo pipefail
 : "${PETL_FLAGS:?set PETL_FLAGS, or run one of train_refcoco_{adapter,prefix,lora,bitfit}.sh}"
-export EXTRA="$PETL_FLAGS --freeze-resnet ${EXTRA:-}"
+export EXTRA="$PETL_FLAGS ${EXTRA:-}"
 bash "$(dirname "$0")/train_refcoco.sh"
 ofa-pieces export "$SAVE_DIR/checkpoint_best.pt" "$SAVE_DIR/pieces.safetensors" ${TASK_NAME:+--task-name "$TASK_NAME"}

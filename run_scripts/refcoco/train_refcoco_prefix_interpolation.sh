@@ -3,7 +3,6 @@
 # interpolate EXPERTS (or the experts of SIMILARITY=top_k_<target>.json), then collapse.
 # Every variable of train_refcoco.sh and train_refcoco_interpolation.sh applies.
 set -euo pipefail
-export LR=${LR:-1e-4} MAX_EPOCH=${MAX_EPOCH:-5} PATCH_IMAGE_SIZE=${PATCH_IMAGE_SIZE:-480}
 export SAVE_DIR=${SAVE_DIR:-checkpoints/refcoco_prefix_interpolation}
 # PETL options: read from the first expert; PROMPT_LENGTH=N states them explicitly (checked against the experts)
 n=${PROMPT_LENGTH:-}
