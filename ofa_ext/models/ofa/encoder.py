@@ -68,8 +68,10 @@ class OFAEncoder(FairseqEncoder):
         self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(n_img, H) for _ in range(cfg.encoder_layers))
 
     # -- embeddings ---------------------------------------------------------------------------
-    def _embed_text(self, src_tokens: Tensor) -> Tensor:
-        x = self.embed_scale * self.embed_tokens(src_tokens)  # [B, L, C]
+    def _embed_text(self, src_tokens: Tensor, token_embeddings: Optional[Tensor] = None) -> Tensor:
+        if token_embeddings is None:
+            token_embeddings = self.embed_tokens(src_tokens)
+        x = self.embed_scale * token_embeddings  # [B, L, C]
         if self.entangle_position_embedding:
             x = x + self.embed_positions(self._text_positions(src_tokens))
         if self.type_embedding is not None:
@@ -79,10 +81,10 @@ class OFAEncoder(FairseqEncoder):
         return nn.functional.dropout(x, p=self.dropout, training=self.training)
 
     def _embed_images(self, patch_images: Tensor):
-        """→ (patch embeddings [B, N, C], position ids [B, N])."""
+        """→ (patch embeddings [B, N, C], position ids [N], the same for every sample)."""
         feats = self.embed_images(patch_images)  # [B, 1024, h, w] (256 for resnet_nano)
-        bsz, _, h, w = feats.shape
-        ids = image_position_ids(h, w, self.image_bucket_size, device=feats.device).expand(bsz, -1)
+        _, _, h, w = feats.shape
+        ids = image_position_ids(h, w, self.image_bucket_size, device=feats.device)
         x = self.image_proj(feats.flatten(2).transpose(1, 2))  # [B, h·w, C], row-major
         x = self.embed_scale * x
         if self.entangle_position_embedding:
@@ -95,8 +97,8 @@ class OFAEncoder(FairseqEncoder):
 
     @staticmethod
     def _text_positions(src_tokens: Tensor) -> Tensor:
-        # 0 … L-1 for every sample, pads included (no padding offset)
-        return torch.arange(src_tokens.size(1), device=src_tokens.device).expand_as(src_tokens)
+        # 0 … L-1, the same for every sample, pads included (no padding offset)
+        return torch.arange(src_tokens.size(1), device=src_tokens.device)
 
     # -- forward ------------------------------------------------------------------------------
     def forward(
@@ -106,15 +108,18 @@ class OFAEncoder(FairseqEncoder):
         patch_images: Optional[Tensor] = None,
         patch_masks: Optional[Tensor] = None,
         return_all_hiddens: bool = False,
+        token_embeddings: Optional[Tensor] = None,
         **unused,
     ) -> Dict[str, List[Tensor]]:
-        """src_tokens [B, L] right-padded; patch_images [B, 3, H, W] or None; patch_masks [B] bool."""
+        """src_tokens [B, L] right-padded; patch_images [B, 3, H, W] or None; patch_masks [B] bool;
+        token_embeddings: `embed_tokens(src_tokens)` when the caller has looked them up already."""
         bsz, src_len = src_tokens.shape
         if src_len > self.max_source_positions:
             raise ValueError(f"source length {src_len} exceeds max_source_positions={self.max_source_positions}")
-        x = self._embed_text(src_tokens)
+        x = self._embed_text(src_tokens, token_embeddings)
         padding_mask = src_tokens.eq(self.padding_idx)
-        pos = self.pos_ln(self.embed_positions(self._text_positions(src_tokens)))  # [B, L, C]
+        # positions are the same for every sample: one row, broadcast wherever they are used
+        pos = self.pos_ln(self.embed_positions(self._text_positions(src_tokens)))[None]  # [1, L, C]
         num_patches, image_ids = 0, None
         if patch_images is not None:
             image_x, image_ids = self._embed_images(patch_images)
@@ -124,27 +129,18 @@ class OFAEncoder(FairseqEncoder):
                 image_pad = image_pad | ~patch_masks.to(torch.bool).view(bsz, 1)
             x = torch.cat([image_x, x], dim=1)  # image first
             padding_mask = torch.cat([image_pad, padding_mask], dim=1)
-            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids)), pos], dim=1)
+            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids))[None], pos], dim=1)
 
         # OFA zeroes padded embeddings and masks padded keys only when some position is padding;
         # doing both unconditionally gives bit-identical results and keeps the forward free of
         # data-dependent branches (torch.func.vmap / per-sample gradients work).
         x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
         x = x.transpose(0, 1)  # [T, B, C]
-        seq_len = x.size(0)
 
         abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
         states: List[Tensor] = [x] if return_all_hiddens else []
         for idx, layer in enumerate(self.layers):
-            bias = abs_bias.clone()  # [B, H, T, T]
-            bias[:, :, -src_len:, -src_len:] += token_rel_bias(
-                self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len
-            )
-            if image_ids is not None:
-                bias[:, :, :num_patches, :num_patches] += image_rel_bias(
-                    self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids
-                )
-            x = layer(x, padding_mask, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
+            x = layer(x, padding_mask, self_attn_bias=self._layer_bias(idx, abs_bias, src_len, image_ids))
             if return_all_hiddens:
                 states.append(x)
         if self.layer_norm is not None:
@@ -157,8 +153,19 @@ class OFAEncoder(FairseqEncoder):
             "encoder_states": states,
             "src_tokens": [],
             "src_lengths": [],
-            "position_embeddings": [pos],  # B x T x C, after pos_ln / image_pos_ln
+            # 1 x T x C (the same for every sample; B x T x C is accepted too), after pos_ln / image_pos_ln
+            "position_embeddings": [pos],
         }
+
+    def _layer_bias(self, idx: int, abs_bias: Tensor, src_len: int, image_ids: Optional[Tensor]) -> Tensor:
+        """Layer `idx`'s self-attention bias [1, H, T, T]: absolute + text and image relative terms,
+        summed in OFA's order, for one sample (attention broadcasts it over the batch)."""
+        bias = abs_bias.clone()
+        bias[:, :, -src_len:, -src_len:] += token_rel_bias(self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len)
+        if image_ids is not None:
+            n = image_ids.numel()
+            bias[:, :, :n, :n] += image_rel_bias(self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids)
+        return bias
 
     def forward_torchscript(self, net_input: Dict[str, Tensor]):
         """fairseq's generator entry point: drop decoder-only inputs."""
@@ -169,6 +176,9 @@ class OFAEncoder(FairseqEncoder):
         def sel(key: str, dim: int) -> List[Tensor]:
             return [t.index_select(dim, new_order) for t in encoder_out.get(key, [])]
 
+        def shared_or_sel(key: str) -> List[Tensor]:  # one row shared by all samples stays one row
+            return [t if t.size(0) == 1 else t.index_select(0, new_order) for t in encoder_out.get(key, [])]
+
         return {
             "encoder_out": sel("encoder_out", 1),
             "encoder_padding_mask": sel("encoder_padding_mask", 0),
@@ -176,7 +186,7 @@ class OFAEncoder(FairseqEncoder):
             "encoder_states": sel("encoder_states", 1),
             "src_tokens": sel("src_tokens", 0),
             "src_lengths": sel("src_lengths", 0),
-            "position_embeddings": sel("position_embeddings", 0),
+            "position_embeddings": shared_or_sel("position_embeddings"),
         }
 
     def max_positions(self) -> int:

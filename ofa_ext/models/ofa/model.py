@@ -100,14 +100,25 @@ class OFAModel(FairseqEncoderDecoderModel):
         **unused,
     ) -> Tuple[Tensor, Dict[str, Any]]:
         """→ (logits [B, T, V] or features [B, T, C], {"attn": [B×T×S], "inner_states": [...]})."""
+        src_embed, tgt_embed = self._shared_token_lookup(src_tokens, prev_output_tokens)
         encoder_out = self.encoder(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks,
-            return_all_hiddens=return_all_hiddens,
+            return_all_hiddens=return_all_hiddens, token_embeddings=src_embed,
         )
         return self.decoder(
             prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
-            alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+            alignment_layer=alignment_layer, alignment_heads=alignment_heads, token_embeddings=tgt_embed,
         )
+
+    def _shared_token_lookup(self, src_tokens: Tensor, prev_output_tokens: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """One lookup of the token embedding for both sides when they share it: its backward then
+        fills one [V, C] gradient instead of two (→ (src [B, L, C], tgt [B, T, C]), or Nones)."""
+        embed = self.encoder.embed_tokens
+        if embed is not self.decoder.embed_tokens:
+            return None, None
+        both = embed(torch.cat([src_tokens.reshape(1, -1), prev_output_tokens.reshape(1, -1)], dim=1))[0]
+        src, tgt = both.split([src_tokens.numel(), prev_output_tokens.numel()])
+        return src.view(*src_tokens.shape, -1), tgt.view(*prev_output_tokens.shape, -1)
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())
