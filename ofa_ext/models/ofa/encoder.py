@@ -10,7 +10,7 @@ from fairseq.models import FairseqEncoder
 from torch import Tensor, nn
 
 from .drop_path import linear_rates
-from .position_bias import abs_position_bias, image_rel_bias, token_rel_bias
+from .position_bias import abs_position_bias, image_buckets, image_rel_bias, token_rel_bias
 from .layers import EncoderLayer
 from .positions import image_position_ids, num_image_relative_buckets, register_bucket_buffers
 from .resnet import build_resnet
@@ -138,9 +138,10 @@ class OFAEncoder(FairseqEncoder):
         x = x.transpose(0, 1)  # [T, B, C]
 
         abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
+        buckets = image_buckets(self.image_rp_bucket, image_ids) if image_ids is not None else None
         states: List[Tensor] = [x] if return_all_hiddens else []
         for idx, layer in enumerate(self.layers):
-            x = layer(x, padding_mask, self_attn_bias=self._layer_bias(idx, abs_bias, src_len, image_ids))
+            x = layer(x, padding_mask, self_attn_bias=self._layer_bias(idx, abs_bias, src_len, buckets))
             if return_all_hiddens:
                 states.append(x)
         if self.layer_norm is not None:
@@ -157,14 +158,14 @@ class OFAEncoder(FairseqEncoder):
             "position_embeddings": [pos],
         }
 
-    def _layer_bias(self, idx: int, abs_bias: Tensor, src_len: int, image_ids: Optional[Tensor]) -> Tensor:
+    def _layer_bias(self, idx: int, abs_bias: Tensor, src_len: int, buckets: Optional[Tensor]) -> Tensor:
         """Layer `idx`'s self-attention bias [1, H, T, T]: absolute + text and image relative terms,
         summed in OFA's order, for one sample (attention broadcasts it over the batch)."""
         bias = abs_bias.clone()
         bias[:, :, -src_len:, -src_len:] += token_rel_bias(self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len)
-        if image_ids is not None:
-            n = image_ids.numel()
-            bias[:, :, :n, :n] += image_rel_bias(self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids)
+        if buckets is not None:
+            n = buckets.size(0)
+            bias[:, :, :n, :n] += image_rel_bias(self.image_rel_pos_table_list[idx], buckets)
         return bias
 
     def forward_torchscript(self, net_input: Dict[str, Tensor]):

@@ -8,6 +8,7 @@ import logging
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from fairseq.models import FairseqEncoderDecoderModel
 from torch import Tensor, nn
 
@@ -37,6 +38,13 @@ def init_bert_params(module: nn.Module) -> None:
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+
+
+def _densify_grad(weight: Tensor) -> None:
+    """Once per parameter: a hook that turns a sparse incoming gradient into a dense one."""
+    if not getattr(weight, "_ofa_dense_grad_hook", False):
+        weight.register_hook(lambda g: g.to_dense() if g.is_sparse else g)
+        weight._ofa_dense_grad_hook = True
 
 
 class OFAModel(FairseqEncoderDecoderModel):
@@ -100,7 +108,7 @@ class OFAModel(FairseqEncoderDecoderModel):
         **unused,
     ) -> Tuple[Tensor, Dict[str, Any]]:
         """→ (logits [B, T, V] or features [B, T, C], {"attn": [B×T×S], "inner_states": [...]})."""
-        src_embed, tgt_embed = self._shared_token_lookup(src_tokens, prev_output_tokens)
+        src_embed, tgt_embed = self._shared_token_lookup(src_tokens, prev_output_tokens, sparse_grad=not features_only)
         encoder_out = self.encoder(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks,
             return_all_hiddens=return_all_hiddens, token_embeddings=src_embed,
@@ -110,13 +118,26 @@ class OFAModel(FairseqEncoderDecoderModel):
             alignment_layer=alignment_layer, alignment_heads=alignment_heads, token_embeddings=tgt_embed,
         )
 
-    def _shared_token_lookup(self, src_tokens: Tensor, prev_output_tokens: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        """One lookup of the token embedding for both sides when they share it: its backward then
-        fills one [V, C] gradient instead of two (→ (src [B, L, C], tgt [B, T, C]), or Nones)."""
+    def _shared_token_lookup(
+        self, src_tokens: Tensor, prev_output_tokens: Tensor, sparse_grad: bool
+    ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """One lookup of the token embedding for both sides when they share it (→ (src [B, L, C],
+        tgt [B, T, C]), or Nones). When the output projection is tied to it too, the lookup's
+        gradient is sparse: autograd adds its rows into the projection's dense [V, C] gradient
+        instead of zero-filling and adding a second [V, C] tensor (the parameter's gradient stays
+        dense; a hook densifies it should the projection be left out of the loss)."""
         embed = self.encoder.embed_tokens
         if embed is not self.decoder.embed_tokens:
             return None, None
-        both = embed(torch.cat([src_tokens.reshape(1, -1), prev_output_tokens.reshape(1, -1)], dim=1))[0]
+        tokens = torch.cat([src_tokens.reshape(1, -1), prev_output_tokens.reshape(1, -1)], dim=1)
+        weight = getattr(embed, "weight", None)
+        if (sparse_grad and isinstance(embed, nn.Embedding) and type(embed).forward is nn.Embedding.forward
+                and weight is self.decoder.output_projection.weight and weight.requires_grad):
+            _densify_grad(weight)
+            both = F.embedding(tokens, weight, embed.padding_idx, embed.max_norm, embed.norm_type,
+                               embed.scale_grad_by_freq, sparse=True)[0]
+        else:
+            both = embed(tokens)[0]
         src, tgt = both.split([src_tokens.numel(), prev_output_tokens.numel()])
         return src.view(*src_tokens.shape, -1), tgt.view(*prev_output_tokens.shape, -1)
 
