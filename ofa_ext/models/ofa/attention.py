@@ -18,7 +18,8 @@ Bias, causal mask and key padding (as a [B, 1, 1, Tk] term of 0 / −inf) are ad
 place, in OFA's order, so no [B, H, Tq, Tk] copy of a bias is made. Two implementations give the
 same numbers (tests/test_attention_paths.py): "explicit" (the reference: matmul, adds, fp32 softmax)
 and "fused" (torch's `scaled_dot_product_attention` with the terms summed into one mask). "auto", the
-default, takes the fused one off the CPU only: on the CPU it measured slower. Attention weights
+default, takes the fused one off the CPU only: on the CPU it measured no faster (a mask that needs
+gradients sends torch to its plain kernel; benchmarks/RESULTS.md). Attention weights
 (`need_weights`) always come from the explicit path.
 
 The projections are always called as modules (`self.q_proj(x)`), so wrappers that subclass
@@ -200,7 +201,7 @@ class MultiheadAttention(nn.Module):
 
     def _use_fused(self, need_weights: bool, q: Tensor) -> bool:
         """scaled_dot_product_attention cannot return the weights; "auto" takes it off the CPU only,
-        where it measured slower (benchmarks/RESULTS.md)."""
+        where it measured no faster (benchmarks/RESULTS.md)."""
         if need_weights or self.implementation == "explicit":
             return False
         return self.implementation == "fused" or q.device.type != "cpu"
