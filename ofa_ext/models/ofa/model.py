@@ -127,17 +127,18 @@ class OFAModel(FairseqEncoderDecoderModel):
         instead of zero-filling and adding a second [V, C] tensor (the parameter's gradient stays
         dense; a hook densifies it should the projection be left out of the loss)."""
         embed = self.encoder.embed_tokens
-        if embed is not self.decoder.embed_tokens:
+        plain = isinstance(embed, nn.Embedding) and type(embed).forward is nn.Embedding.forward
+        if embed is not self.decoder.embed_tokens or not plain:  # a wrapper may not be token-wise
             return None, None
         tokens = torch.cat([src_tokens.reshape(1, -1), prev_output_tokens.reshape(1, -1)], dim=1)
-        weight = getattr(embed, "weight", None)
-        if (sparse_grad and isinstance(embed, nn.Embedding) and type(embed).forward is nn.Embedding.forward
-                and weight is self.decoder.output_projection.weight and weight.requires_grad):
+        weight = embed.weight
+        # only for a real parameter under plain autograd (torch.func transforms pass plain tensors)
+        sparse = (sparse_grad and torch.is_grad_enabled() and isinstance(weight, nn.Parameter)
+                  and weight.requires_grad and weight is self.decoder.output_projection.weight)
+        if sparse:
             _densify_grad(weight)
-            both = F.embedding(tokens, weight, embed.padding_idx, embed.max_norm, embed.norm_type,
-                               embed.scale_grad_by_freq, sparse=True)[0]
-        else:
-            both = embed(tokens)[0]
+        both = F.embedding(tokens, weight, embed.padding_idx, embed.max_norm, embed.norm_type,
+                           embed.scale_grad_by_freq, sparse=sparse)[0]
         src, tgt = both.split([src_tokens.numel(), prev_output_tokens.numel()])
         return src.view(*src_tokens.shape, -1), tgt.view(*prev_output_tokens.shape, -1)
 
