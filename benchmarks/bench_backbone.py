@@ -2,6 +2,7 @@
 
     python benchmarks/bench_backbone.py                 # CPU: ofa_nano, ofa_base (fp32); ~1-2 min
     python benchmarks/bench_backbone.py --archs ofa_nano --iters 5
+    python benchmarks/bench_backbone.py --compare-attention ofa_tiny --iters 4   # fused / explicit
 
 Each CPU config runs in its own subprocess so that peak RSS (resource.getrusage ru_maxrss) is per
 config: `rss_model_mb` after building, `rss_peak_delta_mb` = peak during fwd+bwd minus that. On CUDA
@@ -76,13 +77,45 @@ def run_one(arch: str, device: str, dtype_name: str, iters: int) -> dict:
     return out
 
 
+def compare_attention(arch: str, rounds: int) -> dict:
+    """fwd+bwd with the fused attention over the explicit one, in one process, rounds interleaved
+    (explicit, fused, then fused, explicit, ...), CPU time per step."""
+    import statistics
+
+    import torch
+
+    from ofa_ext.models.ofa.attention import set_attention_implementation
+
+    model, x = _build(arch, "cpu", torch.float32)
+    _step(model, x)  # warm-up
+    cpu = {"explicit": [], "fused": []}
+    for r in range(rounds):
+        for impl in ("explicit", "fused") if r % 2 == 0 else ("fused", "explicit"):
+            set_attention_implementation(model, impl)
+            t = time.process_time()
+            _step(model, x)
+            cpu[impl].append(time.process_time() - t)
+    ratios = [f / e for f, e in zip(cpu["fused"], cpu["explicit"])]
+    return {"arch": arch, "rounds": rounds, "fused_over_explicit": [round(q, 3) for q in ratios],
+            "median": round(statistics.median(ratios), 3),
+            "explicit_cpu_s": [round(t, 3) for t in cpu["explicit"]], "fused_cpu_s": [round(t, 3) for t in cpu["fused"]]}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--archs", default="ofa_nano,ofa_base", help="CPU configs (comma list)")
     p.add_argument("--iters", type=int, default=1, help="timed iterations per CPU config after one warm-up (ofa_nano: at least 5)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads in the CPU children")
+    p.add_argument("--compare-attention", metavar="ARCH", help="only time fused vs explicit attention on ARCH (CPU)")
     p.add_argument("--child", nargs=3, metavar=("ARCH", "DEVICE", "DTYPE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.compare_attention:
+        import torch
+
+        torch.set_num_threads(args.threads or 1)
+        print(json.dumps({"benchmark": "bench_backbone.compare_attention", "threads": torch.get_num_threads(),
+                          **compare_attention(args.compare_attention, max(args.iters, 2))}))
+        return
     if args.child:
         import torch
 

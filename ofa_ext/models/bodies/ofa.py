@@ -59,9 +59,9 @@ OFA_TEXT_SITES = dataclasses.replace(
 
 @dataclass
 class OFALayout:
-    """The first ``image_ids.shape[1]`` tokens are image patches with these bucket ids; the rest text."""
+    """The first ``image_ids.shape[0]`` tokens are image patches with these position ids; the rest text."""
 
-    image_ids: Tensor  # [B, N]
+    image_ids: Tensor  # [N], the same for every sample
 
 
 class OFABody(Body):
@@ -112,12 +112,12 @@ class OFABody(Body):
             if not isinstance(layout, OFALayout):
                 raise TypeError(f"{self.kind}: layout must be an OFALayout or None, got {type(layout).__name__}")
             image_ids = layout.image_ids
-        num_text = seq_len - prompt_length - (0 if image_ids is None else image_ids.shape[1])
+        num_text = seq_len - prompt_length - (0 if image_ids is None else image_ids.shape[0])
         if num_text > self.max_text_length:
             raise ValueError(f"{self.kind}: {num_text} text positions exceed max_source_positions={self.max_text_length}")
         if padding_mask is None:
             padding_mask = torch.zeros(bsz, seq_len, dtype=torch.bool, device=embeds.device)
-        pos = self.encoder.position_embeddings(num_text, image_ids, bsz)
+        pos = self.encoder.position_embeddings(num_text, image_ids)
         x, _ = self.encoder.forward_embeddings(embeds, padding_mask, pos, image_ids, prefix_length=prompt_length)
         return x.transpose(0, 1)  # [B, T, C]
 

@@ -2,7 +2,9 @@
 
 Differences from a textbook attention, all from OFA (specs/ofa.md §6):
 * the query scale is (head_dim · scale_factor)^−0.5 (scale_factor = 2 in every release);
-* an additive `attn_bias` [B·H, Tq, Tk] (absolute + relative position terms) is added to the scores;
+* an additive `attn_bias` (absolute + relative position terms) is added to the scores; it may be
+  any shape that broadcasts to [B, H, Tq, Tk] (the encoder and decoder pass [1, H, Tq, Tk], built
+  once for all samples) or OFA's [B·H, Tq, Tk];
 * with `scale_heads`, head outputs are multiplied by a learned `c_attn` [H] before `out_proj`;
 * softmax runs in fp32.
 
@@ -12,17 +14,26 @@ real keys/values after the incremental cache is read/written (the cache never st
 padding mask, `attn_bias` and the causal `attn_mask` get P leading "visible" columns. The returned
 attention weights cover the real keys only. With no provider nothing changes.
 
+Bias, causal mask and key padding (as a [B, 1, 1, Tk] term of 0 / −inf) are added to the scores in
+place, in OFA's order, so no [B, H, Tq, Tk] copy of a bias is made. Two implementations give the
+same numbers (tests/test_attention_paths.py): "explicit" (the reference: matmul, adds, fp32 softmax)
+and "fused" (torch's `scaled_dot_product_attention` with the terms summed into one mask). "auto", the
+default, takes the fused one off the CPU only: on the CPU it measured no faster (a mask that needs
+gradients sends torch to its plain kernel; benchmarks/RESULTS.md). Attention weights
+(`need_weights`) always come from the explicit path.
+
 The projections are always called as modules (`self.q_proj(x)`), so wrappers that subclass
 `nn.Linear` (LoRA) can replace them.
 """
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from torch import Tensor, nn
 
+ATTENTION_IMPLEMENTATIONS = ("auto", "explicit", "fused")
 PrefixProvider = Callable[[int], Tuple[Tensor, Tensor]]
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 
@@ -61,6 +72,7 @@ class MultiheadAttention(nn.Module):
         self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
         self.prefix_provider: Optional[PrefixProvider] = None
+        self.implementation = "auto"  # see ATTENTION_IMPLEMENTATIONS / set_attention_implementation
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -112,7 +124,7 @@ class MultiheadAttention(nn.Module):
         attn_bias: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """query [Tq, B, C]; key/value [Tk, B, C]; key_padding_mask [B, Tk] (True = pad);
-        attn_mask [Tq, Tk] additive; attn_bias [B·H, Tq, Tk] additive.
+        attn_mask [Tq, Tk] additive; attn_bias additive, [B·H, Tq, Tk] or broadcastable to [B, H, Tq, Tk].
         Returns (output [Tq, B, C], weights [B, Tq, Tk] averaged over heads, or [H, B, Tq, Tk]
         with need_head_weights, or None)."""
         if need_head_weights:
@@ -150,18 +162,12 @@ class MultiheadAttention(nn.Module):
             k = torch.cat([pk.to(k.dtype), k], dim=2)
             v = torch.cat([pv.to(v.dtype), v], dim=2)
 
-        scores = torch.matmul(q, k.transpose(2, 3))  # [B, H, Tq, P + src_len]
-        if attn_bias is not None:
-            bias = attn_bias.view(bsz, H, tgt_len, src_len).to(scores.dtype)
-            scores = scores + F.pad(bias, (num_prefix, 0))  # prefix columns get no bias
-        if attn_mask is not None:
-            scores = scores + F.pad(attn_mask.to(scores.dtype), (num_prefix, 0)).unsqueeze(0).unsqueeze(0)
-        if key_padding_mask is not None:
-            mask = F.pad(key_padding_mask.to(torch.bool), (num_prefix, 0), value=False)
-            scores = scores.masked_fill(mask[:, None, None, :], float("-inf"))
-
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores)
-        out = torch.matmul(F.dropout(probs, p=self.dropout_p, training=self.training), v)  # [B, H, Tq, d]
+        terms = self._additive_terms(attn_bias, attn_mask, key_padding_mask, bsz, tgt_len, src_len, q.dtype)
+        if self._use_fused(need_weights, q):
+            out = self._fused_attention(q, k, v, terms, num_prefix)
+            probs = None
+        else:
+            out, probs = self._explicit_attention(q, k, v, terms, num_prefix)
         if self.c_attn is not None:
             out = out * self.c_attn.view(1, H, 1, 1).to(out.dtype)
         out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, self.embed_dim)  # [Tq, B, C]
@@ -169,10 +175,64 @@ class MultiheadAttention(nn.Module):
 
         weights = None
         if need_weights:
+            assert probs is not None
             weights = probs[..., num_prefix:].transpose(0, 1)  # [H, B, Tq, src_len]
             if not need_head_weights:
                 weights = weights.mean(dim=0)
         return out, weights
+
+    def _additive_terms(
+        self, attn_bias: Optional[Tensor], attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
+        bsz: int, tgt_len: int, src_len: int, dtype: torch.dtype,
+    ) -> List[Tensor]:
+        """The score terms over the real keys, each broadcastable to [B, H, Tq, Tk], in OFA's order
+        (bias, causal mask, padding); none of them is expanded to the batch."""
+        terms: List[Tensor] = []
+        if attn_bias is not None:
+            if attn_bias.dim() == 3:  # the [B·H, Tq, Tk] layout of fairseq/OFA
+                attn_bias = attn_bias.view(bsz, self.num_heads, tgt_len, src_len)
+            terms.append(attn_bias.to(dtype))
+        if attn_mask is not None:
+            terms.append(attn_mask.to(dtype).view(1, 1, tgt_len, src_len))
+        if key_padding_mask is not None:
+            pad = key_padding_mask.to(torch.bool).view(bsz, 1, 1, src_len)
+            terms.append(pad.to(dtype).masked_fill(pad, float("-inf")))  # [B, 1, 1, Tk]: 0 or -inf
+        return terms
+
+    def _use_fused(self, need_weights: bool, q: Tensor) -> bool:
+        """scaled_dot_product_attention cannot return the weights; "auto" takes it off the CPU only,
+        where it measured no faster (benchmarks/RESULTS.md)."""
+        if need_weights or self.implementation == "explicit":
+            return False
+        return self.implementation == "fused" or q.device.type != "cpu"
+
+    def _explicit_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, terms: List[Tensor], num_prefix: int
+    ) -> Tuple[Tensor, Tensor]:
+        """The reference path: scores, in-place broadcast adds, fp32 softmax, dropout, values."""
+        scores = torch.matmul(q, k.transpose(2, 3))  # [B, H, Tq, P + src_len]
+        real = scores[..., num_prefix:] if num_prefix else scores  # prefix columns: no bias, no mask
+        for term in terms:
+            real += term  # in place: matmul's backward does not need its output
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).type_as(scores)
+        out = torch.matmul(F.dropout(probs, p=self.dropout_p, training=self.training), v)  # [B, H, Tq, d]
+        return out, probs
+
+    def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor, terms: List[Tensor], num_prefix: int) -> Tensor:
+        """torch's fused kernel with mask = the sum of the terms (one tensor, as SDPA takes it);
+        scale 1 because q is already scaled. Dropout draws from its own stream."""
+        mask = None
+        if terms:
+            mask = terms[0]
+            for term in terms[1:]:
+                mask = mask + term
+            if num_prefix:
+                full = mask.new_zeros(mask.shape[:-1] + (num_prefix + mask.size(-1),))
+                full[..., num_prefix:] = mask
+                mask = full
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0, scale=1.0
+        )
 
     def _update_cache(
         self,
@@ -205,3 +265,13 @@ class MultiheadAttention(nn.Module):
         buffer["prev_key_padding_mask"] = key_padding_mask
         assert k is not None and v is not None
         return k, v, key_padding_mask
+
+
+def set_attention_implementation(model: nn.Module, implementation: str) -> int:
+    """Choose "auto", "explicit" or "fused" for every OFA attention module in `model`; returns how many."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {implementation!r}; expected one of {ATTENTION_IMPLEMENTATIONS}")
+    modules = [m for m in model.modules() if isinstance(m, MultiheadAttention)]
+    for m in modules:
+        m.implementation = implementation
+    return len(modules)

@@ -1,8 +1,8 @@
 """OFA decoder: causal pre-LN transformer with self/cross position biases and a tied output layer.
 
 Incremental decoding follows fairseq's SequenceGenerator (specs/ofa.md §5.5): the full prefix is
-passed at every step; position biases are computed for the whole prefix and only the last row is
-kept; attention modules cache keys/values in `incremental_state`.
+passed at every step; position biases are computed for the newest query row only (and for one
+sample: positions are the same for all); attention modules cache keys/values in `incremental_state`.
 """
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -97,10 +97,12 @@ class OFADecoder(FairseqIncrementalDecoder):
         alignment_heads: Optional[int] = None,
         src_lengths: Optional[Any] = None,
         return_all_hiddens: bool = False,
+        token_embeddings: Optional[Tensor] = None,
         **unused,
     ) -> Tuple[Tensor, Dict[str, Any]]:
         x, extra = self.extract_features(
-            prev_output_tokens, encoder_out, incremental_state, alignment_layer, alignment_heads
+            prev_output_tokens, encoder_out, incremental_state, alignment_layer, alignment_heads,
+            token_embeddings=token_embeddings,
         )
         if not features_only:
             x = self.output_layer(x)
@@ -113,9 +115,12 @@ class OFADecoder(FairseqIncrementalDecoder):
         incremental_state: Optional[IncrementalState] = None,
         alignment_layer: Optional[int] = None,
         alignment_heads: Optional[int] = None,
+        token_embeddings: Optional[Tensor] = None,
         **unused,
     ) -> Tuple[Tensor, Dict[str, Any]]:
-        """prev_output_tokens [B, T] (the full prefix, also when decoding incrementally) → [B, T', C]."""
+        """prev_output_tokens [B, T] (the full prefix, also when decoding incrementally) → [B, T', C];
+        token_embeddings: `embed_tokens(prev_output_tokens)` when the caller has looked them up
+        already (ignored when decoding incrementally)."""
         bsz, tgt_len = prev_output_tokens.shape
         if tgt_len > self.max_target_positions:
             raise ValueError(f"target length {tgt_len} exceeds max_target_positions={self.max_target_positions}")
@@ -127,25 +132,29 @@ class OFADecoder(FairseqIncrementalDecoder):
             enc_pad = encoder_out["encoder_padding_mask"][0] if encoder_out.get("encoder_padding_mask") else None
             src_pos = encoder_out["position_embeddings"][0]
 
-        positions = torch.arange(tgt_len, device=prev_output_tokens.device).expand(bsz, -1)
-        raw_pos = self.embed_positions(positions)  # [B, T, C]
+        # positions are the same for every sample: biases for one sample, broadcast over the batch;
+        # decoding incrementally, only the newest query row goes through the layers
+        rows = 1 if incremental_state is not None else tgt_len
+        raw_pos = self.embed_positions(torch.arange(tgt_len, device=prev_output_tokens.device))[None]  # [1, T, C]
         tgt_pos = self.pos_ln(raw_pos)
         self_abs = abs_position_bias(
-            self.self_pos_q_linear, self.self_pos_k_linear, tgt_pos, tgt_pos, self.num_heads, self.pos_scaling
-        )  # [B, H, T, T]
+            self.self_pos_q_linear, self.self_pos_k_linear, tgt_pos[:, -rows:], tgt_pos, self.num_heads, self.pos_scaling
+        )  # [1, H, rows, T]
         cross_bias = None
         if src_pos is not None:
             cross_bias = abs_position_bias(
-                self.cross_pos_q_linear, self.cross_pos_k_linear, tgt_pos, src_pos, self.num_heads, self.pos_scaling
-            ).flatten(0, 1)  # [B·H, T, S]
+                self.cross_pos_q_linear, self.cross_pos_k_linear, tgt_pos[:, -rows:], src_pos, self.num_heads,
+                self.pos_scaling,
+            )  # [1 (or B), H, rows, S]
 
-        if incremental_state is not None:  # only the newest token goes through the layers
+        if incremental_state is not None:
             prev_output_tokens = prev_output_tokens[:, -1:]
-            raw_pos = raw_pos[:, -1:]
-            if cross_bias is not None:
-                cross_bias = cross_bias[:, -1:]
+            token_embeddings = None
+        raw_pos = raw_pos[:, -rows:]
 
-        x = self.embed_scale * self.embed_tokens(prev_output_tokens)
+        if token_embeddings is None:
+            token_embeddings = self.embed_tokens(prev_output_tokens)
+        x = self.embed_scale * token_embeddings
         if self.add_positions_to_input:
             x = x + raw_pos
         if self.layernorm_embedding is not None:
@@ -159,10 +168,9 @@ class OFADecoder(FairseqIncrementalDecoder):
         attn: Optional[Tensor] = None
         inner_states: List[Optional[Tensor]] = [x]
         for idx, layer in enumerate(self.layers):
-            self_bias = self_abs + token_rel_bias(self.token_rel_pos_table_list[idx], self.token_rp_bucket, tgt_len)
-            self_bias = self_bias.reshape(-1, tgt_len, tgt_len)  # [B·H, T, T]
-            if incremental_state is not None:
-                self_bias = self_bias[:, -1:, :]
+            self_bias = self_abs + token_rel_bias(
+                self.token_rel_pos_table_list[idx], self.token_rp_bucket, tgt_len, rows
+            )  # [1, H, rows, T]
             x, layer_attn = layer(
                 x, enc, enc_pad, incremental_state, self_attn_mask=causal, self_attn_padding_mask=self_pad,
                 need_attn=idx == alignment_layer, need_head_weights=idx == alignment_layer,

@@ -10,7 +10,7 @@ from fairseq.models import FairseqEncoder
 from torch import Tensor, nn
 
 from .drop_path import linear_rates
-from .position_bias import abs_position_bias, image_rel_bias, token_rel_bias
+from .position_bias import abs_position_bias, image_buckets, image_rel_bias, token_rel_bias
 from .layers import EncoderLayer
 from .positions import image_position_ids, num_image_relative_buckets, register_bucket_buffers
 from .resnet import build_resnet
@@ -68,8 +68,10 @@ class OFAEncoder(FairseqEncoder):
         self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(n_img, H) for _ in range(cfg.encoder_layers))
 
     # -- embeddings ---------------------------------------------------------------------------
-    def _embed_text(self, src_tokens: Tensor) -> Tensor:
-        x = self.embed_scale * self.embed_tokens(src_tokens)  # [B, L, C]
+    def _embed_text(self, src_tokens: Tensor, token_embeddings: Optional[Tensor] = None) -> Tensor:
+        if token_embeddings is None:
+            token_embeddings = self.embed_tokens(src_tokens)
+        x = self.embed_scale * token_embeddings  # [B, L, C]
         if self.entangle_position_embedding:
             x = x + self.embed_positions(self._text_positions(src_tokens))
         if self.type_embedding is not None:
@@ -79,10 +81,10 @@ class OFAEncoder(FairseqEncoder):
         return nn.functional.dropout(x, p=self.dropout, training=self.training)
 
     def _embed_images(self, patch_images: Tensor):
-        """→ (patch embeddings [B, N, C], position ids [B, N])."""
+        """→ (patch embeddings [B, N, C], position ids [N], the same for every sample)."""
         feats = self.embed_images(patch_images)  # [B, 1024, h, w] (256 for resnet_nano)
-        bsz, _, h, w = feats.shape
-        ids = image_position_ids(h, w, self.image_bucket_size, device=feats.device).expand(bsz, -1)
+        _, _, h, w = feats.shape
+        ids = image_position_ids(h, w, self.image_bucket_size, device=feats.device)
         x = self.image_proj(feats.flatten(2).transpose(1, 2))  # [B, h·w, C], row-major
         x = self.embed_scale * x
         if self.entangle_position_embedding:
@@ -95,20 +97,21 @@ class OFAEncoder(FairseqEncoder):
 
     @staticmethod
     def _text_positions(src_tokens: Tensor) -> Tensor:
-        # 0 … L-1 for every sample, pads included (no padding offset)
-        return torch.arange(src_tokens.size(1), device=src_tokens.device).expand_as(src_tokens)
+        # 0 … L-1, the same for every sample, pads included (no padding offset)
+        return torch.arange(src_tokens.size(1), device=src_tokens.device)
 
     def embed_inputs(self, src_tokens: Optional[Tensor], patch_images: Optional[Tensor] = None,
-                     patch_masks: Optional[Tensor] = None):
-        """→ (x [B, N + L, C] image patches first, padding_mask [B, N + L], image ids [B, N] or None).
+                     patch_masks: Optional[Tensor] = None, token_embeddings: Optional[Tensor] = None):
+        """→ (x [B, N + L, C] image patches first, padding_mask [B, N + L], image position ids [N] or None).
 
-        Text is embedded before images (the order of OFA's random draws in training mode)."""
+        Text is embedded before images (the order of OFA's random draws in training mode);
+        `token_embeddings`: `embed_tokens(src_tokens)` when the caller has looked them up already."""
         parts, pads, image_ids = [], [], None
         if src_tokens is not None:
             if src_tokens.size(1) > self.max_source_positions:
                 raise ValueError(f"source length {src_tokens.size(1)} exceeds "
                                  f"max_source_positions={self.max_source_positions}")
-            parts.append(self._embed_text(src_tokens))
+            parts.append(self._embed_text(src_tokens, token_embeddings))
             pads.append(src_tokens.eq(self.padding_idx))
         if patch_images is not None:
             image_x, image_ids = self._embed_images(patch_images)
@@ -120,13 +123,13 @@ class OFAEncoder(FairseqEncoder):
             pads.insert(0, image_pad)
         return torch.cat(parts, dim=1), torch.cat(pads, dim=1), image_ids
 
-    def position_embeddings(self, num_text: int, image_ids: Optional[Tensor], bsz: int) -> Tensor:
-        """Absolute position embeddings [B, N + L, C] (after image_pos_ln / pos_ln), images first;
-        text positions are 0 … L-1 for every sample, pads included (no padding offset)."""
+    def position_embeddings(self, num_text: int, image_ids: Optional[Tensor]) -> Tensor:
+        """Absolute position embeddings [1, N + L, C] (after image_pos_ln / pos_ln), images first:
+        the same for every sample, broadcast wherever they are used. Text positions are 0 … L-1."""
         ids = torch.arange(num_text, device=self.embed_positions.weight.device)
-        pos = self.pos_ln(self.embed_positions(ids)).unsqueeze(0).expand(bsz, -1, -1)  # [B, L, C]
+        pos = self.pos_ln(self.embed_positions(ids))[None]  # [1, L, C]
         if image_ids is not None:
-            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids)), pos], dim=1)
+            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids))[None], pos], dim=1)
         return pos
 
     # -- forward ------------------------------------------------------------------------------
@@ -137,11 +140,13 @@ class OFAEncoder(FairseqEncoder):
         patch_images: Optional[Tensor] = None,
         patch_masks: Optional[Tensor] = None,
         return_all_hiddens: bool = False,
+        token_embeddings: Optional[Tensor] = None,
         **unused,
     ) -> Dict[str, List[Tensor]]:
-        """src_tokens [B, L] right-padded; patch_images [B, 3, H, W] or None; patch_masks [B] bool."""
-        x, padding_mask, image_ids = self.embed_inputs(src_tokens, patch_images, patch_masks)
-        pos = self.position_embeddings(src_tokens.size(1), image_ids, src_tokens.size(0))
+        """src_tokens [B, L] right-padded; patch_images [B, 3, H, W] or None; patch_masks [B] bool;
+        token_embeddings: `embed_tokens(src_tokens)` when the caller has looked them up already."""
+        x, padding_mask, image_ids = self.embed_inputs(src_tokens, patch_images, patch_masks, token_embeddings)
+        pos = self.position_embeddings(src_tokens.size(1), image_ids)
         x, states = self.forward_embeddings(x, padding_mask, pos, image_ids, return_all_hiddens=return_all_hiddens)
         return {
             "encoder_out": [x],  # T x B x C
@@ -150,7 +155,8 @@ class OFAEncoder(FairseqEncoder):
             "encoder_states": states,
             "src_tokens": [],
             "src_lengths": [],
-            "position_embeddings": [pos],  # B x T x C, after pos_ln / image_pos_ln
+            # 1 x T x C (the same for every sample; B x T x C is accepted too), after pos_ln / image_pos_ln
+            "position_embeddings": [pos],
         }
 
     def forward_embeddings(
@@ -163,38 +169,42 @@ class OFAEncoder(FairseqEncoder):
         return_all_hiddens: bool = False,
     ):
         """The layers from embeddings on: x [B, T, C] (image patches first, then text), padding_mask
-        [B, T], pos [B, T - prefix_length, C] (after pos_ln / image_pos_ln), image_ids [B, N] of the
-        N image patches or None → (hidden [T, B, C], states). The first `prefix_length` positions
+        [B, T], pos [1, T - prefix_length, C] (after pos_ln / image_pos_ln), image_ids [N] of the N
+        image patches or None → (hidden [T, B, C], states). The first `prefix_length` positions
         (prepended tokens) get zero position bias."""
         # OFA zeroes padded embeddings and masks padded keys only when some position is padding;
         # doing both unconditionally gives bit-identical results and keeps the forward free of
         # data-dependent branches (torch.func.vmap / per-sample gradients work).
         x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
         x = x.transpose(0, 1)  # [T, B, C]
-        seq_len = x.size(0)
-        num_patches = 0 if image_ids is None else image_ids.size(1)
+        num_patches = 0 if image_ids is None else image_ids.size(0)
         src_len = pos.size(1) - num_patches  # text positions
 
         abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
+        buckets = image_buckets(self.image_rp_bucket, image_ids) if image_ids is not None else None
         states: List[Tensor] = [x] if return_all_hiddens else []
         for idx, layer in enumerate(self.layers):
-            bias = abs_bias.clone()  # [B, H, T', T']
-            if src_len:
-                bias[:, :, -src_len:, -src_len:] += token_rel_bias(
-                    self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len
-                )
-            if image_ids is not None:
-                bias[:, :, :num_patches, :num_patches] += image_rel_bias(
-                    self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids
-                )
+            bias = self._layer_bias(idx, abs_bias, src_len, buckets)  # [1, H, T', T']
             if prefix_length:
-                bias = nn.functional.pad(bias, (prefix_length, 0, prefix_length, 0))  # [B, H, T, T]
-            x = layer(x, padding_mask, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
+                bias = nn.functional.pad(bias, (prefix_length, 0, prefix_length, 0))  # [1, H, T, T]
+            x = layer(x, padding_mask, self_attn_bias=bias)
             if return_all_hiddens:
                 states.append(x)
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return x, states
+
+    def _layer_bias(self, idx: int, abs_bias: Tensor, src_len: int, buckets: Optional[Tensor]) -> Tensor:
+        """Layer `idx`'s self-attention bias [1, H, T, T]: absolute + text and image relative terms,
+        summed in OFA's order, for one sample (attention broadcasts it over the batch)."""
+        bias = abs_bias.clone()
+        if src_len:
+            bias[:, :, -src_len:, -src_len:] += token_rel_bias(self.token_rel_pos_table_list[idx], self.token_rp_bucket,
+                                                               src_len)
+        if buckets is not None:
+            n = buckets.size(0)
+            bias[:, :, :n, :n] += image_rel_bias(self.image_rel_pos_table_list[idx], buckets)
+        return bias
 
     def forward_torchscript(self, net_input: Dict[str, Tensor]):
         """fairseq's generator entry point: drop decoder-only inputs."""
@@ -205,6 +215,9 @@ class OFAEncoder(FairseqEncoder):
         def sel(key: str, dim: int) -> List[Tensor]:
             return [t.index_select(dim, new_order) for t in encoder_out.get(key, [])]
 
+        def shared_or_sel(key: str) -> List[Tensor]:  # one row shared by all samples stays one row
+            return [t if t.size(0) == 1 else t.index_select(0, new_order) for t in encoder_out.get(key, [])]
+
         return {
             "encoder_out": sel("encoder_out", 1),
             "encoder_padding_mask": sel("encoder_padding_mask", 0),
@@ -212,7 +225,7 @@ class OFAEncoder(FairseqEncoder):
             "encoder_states": sel("encoder_states", 1),
             "src_tokens": sel("src_tokens", 0),
             "src_lengths": sel("src_lengths", 0),
-            "position_embeddings": sel("position_embeddings", 0),
+            "position_embeddings": shared_or_sel("position_embeddings"),
         }
 
     def max_positions(self) -> int:

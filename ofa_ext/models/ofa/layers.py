@@ -92,7 +92,7 @@ class EncoderLayer(_FFN):
     def forward(
         self, x: Tensor, encoder_padding_mask: Optional[Tensor], self_attn_bias: Optional[Tensor] = None
     ) -> Tensor:
-        """x [T, B, C]; encoder_padding_mask [B, T] or None; self_attn_bias [B·H, T, T]."""
+        """x [T, B, C]; encoder_padding_mask [B, T] or None; self_attn_bias broadcastable to [B, H, T, T]."""
         residual = x
         x = self.self_attn_layer_norm(x)
         x, _ = self.self_attn(
@@ -165,7 +165,7 @@ class DecoderLayer(_FFN):
         self_attn_bias: Optional[Tensor] = None,
         cross_attn_bias: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """x [T, B, C]; encoder_out [S, B, C]; biases [B·H, T, T] / [B·H, T, S].
+        """x [T, B, C]; encoder_out [S, B, C]; biases broadcastable to [B, H, T, T] / [B, H, T, S].
         Returns (x, cross-attention weights or None)."""
         residual = x
         x = self.self_attn_layer_norm(x)

@@ -8,6 +8,7 @@ import logging
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from fairseq.models import FairseqEncoderDecoderModel
 from torch import Tensor, nn
 
@@ -37,6 +38,13 @@ def init_bert_params(module: nn.Module) -> None:
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
+
+
+def _densify_grad(weight: Tensor) -> None:
+    """Once per parameter: a hook that turns a sparse incoming gradient into a dense one."""
+    if not getattr(weight, "_ofa_dense_grad_hook", False):
+        weight.register_hook(lambda g: g.to_dense() if g.is_sparse else g)
+        weight._ofa_dense_grad_hook = True
 
 
 class OFAModel(FairseqEncoderDecoderModel):
@@ -94,14 +102,39 @@ class OFAModel(FairseqEncoderDecoderModel):
         **unused,
     ) -> Tuple[Tensor, Dict[str, Any]]:
         """→ (logits [B, T, V] or features [B, T, C], {"attn": [B×T×S], "inner_states": [...]})."""
+        src_embed, tgt_embed = self._shared_token_lookup(src_tokens, prev_output_tokens, sparse_grad=not features_only)
         encoder_out = self.encoder(
             src_tokens, src_lengths=src_lengths, patch_images=patch_images, patch_masks=patch_masks,
-            return_all_hiddens=return_all_hiddens,
+            return_all_hiddens=return_all_hiddens, token_embeddings=src_embed,
         )
         return self.decoder(
             prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
-            alignment_layer=alignment_layer, alignment_heads=alignment_heads,
+            alignment_layer=alignment_layer, alignment_heads=alignment_heads, token_embeddings=tgt_embed,
         )
+
+    def _shared_token_lookup(
+        self, src_tokens: Tensor, prev_output_tokens: Tensor, sparse_grad: bool
+    ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """One lookup of the token embedding for both sides when they share it (→ (src [B, L, C],
+        tgt [B, T, C]), or Nones). When the output projection is tied to it too, the lookup's
+        gradient is sparse: autograd adds its rows into the projection's dense [V, C] gradient
+        instead of zero-filling and adding a second [V, C] tensor (the parameter's gradient stays
+        dense; a hook densifies it should the projection be left out of the loss)."""
+        embed = self.encoder.embed_tokens
+        plain = isinstance(embed, nn.Embedding) and type(embed).forward is nn.Embedding.forward
+        if embed is not self.decoder.embed_tokens or not plain:  # a wrapper may not be token-wise
+            return None, None
+        tokens = torch.cat([src_tokens.reshape(1, -1), prev_output_tokens.reshape(1, -1)], dim=1)
+        weight = embed.weight
+        # only for a real parameter under plain autograd (torch.func transforms pass plain tensors)
+        sparse = (sparse_grad and torch.is_grad_enabled() and isinstance(weight, nn.Parameter)
+                  and weight.requires_grad and weight is self.decoder.output_projection.weight)
+        if sparse:
+            _densify_grad(weight)
+        both = F.embedding(tokens, weight, embed.padding_idx, embed.max_norm, embed.norm_type,
+                           embed.scale_grad_by_freq, sparse=sparse)[0]
+        src, tgt = both.split([src_tokens.numel(), prev_output_tokens.numel()])
+        return src.view(*src_tokens.shape, -1), tgt.view(*prev_output_tokens.shape, -1)
 
     def max_positions(self):
         return (self.encoder.max_positions(), self.decoder.max_positions())

@@ -10,6 +10,7 @@ Module names (`conv1`, `bn1`, `layer{1,2,3}.{i}.conv{1,2,3}`, `downsample.{0,1}`
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .drop_path import DropPath, linear_rates
@@ -47,8 +48,20 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
         self.drop_path = DropPath(drop_path_rate, batch_dim=0)
 
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The downsample branch. A strided 1×1 convolution reads every s-th pixel only, so it runs as
+        an unstrided one on the subsampled input: the same products, and on the CPU its backward
+        is ~2x faster (no full-resolution input gradient through the strided kernel)."""
+        if self.downsample is None:
+            return x
+        conv, bn = self.downsample[0], self.downsample[1]
+        s = conv.stride[0]
+        if s > 1 and conv.kernel_size == (1, 1) and conv.padding == (0, 0):
+            return bn(F.conv2d(x[:, :, ::s, ::s], conv.weight, conv.bias))
+        return self.downsample(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = self._shortcut(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
