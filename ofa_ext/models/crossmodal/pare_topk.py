@@ -68,6 +68,7 @@ class _RelaxedKHot(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: Tensor, k: int, tau: float) -> Tensor:  # type: ignore[override]
         probs: list[Tensor] = []
+        peaks: list[Tensor] = []  # max of each softmax: tells the backward where the clamp was hit
         khot = torch.zeros_like(scores)
         p = None
         for _ in range(k):
@@ -75,22 +76,27 @@ class _RelaxedKHot(torch.autograd.Function):
                 scores = scores + torch.rsub(p, 1.0).clamp_min_(TINY).log_()
             p = torch.softmax(scores / tau, dim=-1)
             probs.append(p)
+            peaks.append(p.amax())
             khot.add_(p)
-        ctx.probs, ctx.tau = probs, tau
+        ctx.save_for_backward(*probs)
+        ctx.peaks, ctx.tau = peaks, tau
         return khot
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        probs, tau = ctx.probs, ctx.tau
+        probs, tau = ctx.saved_tensors, ctx.tau
+        # 1 - p <= tiny only where p == 1 (1 - p is a multiple of the float spacing below 1); one sync
+        clamped = (torch.stack(ctx.peaks) >= 1.0).tolist()
         b = torch.zeros_like(grad)
+        a = grad.clone()
         for i in range(len(probs) - 1, -1, -1):
             p = probs[i]
-            if i == len(probs) - 1:
-                a = grad.clone()
-            else:
+            if i < len(probs) - 1:
                 q = torch.rsub(p, 1.0)
-                inv = q.reciprocal().masked_fill_(q <= TINY, 0.0)  # d log(max(q, tiny)) / dq
-                a = torch.addcmul(grad, b, inv, value=-1.0)
+                if clamped[i]:  # d log(max(q, tiny)) / dq = [q > tiny] / q
+                    a = torch.addcmul(grad, b, q.reciprocal().masked_fill_(q <= TINY, 0.0), value=-1.0)
+                else:
+                    a = torch.addcdiv(grad, b, q, value=-1.0)
             a.sub_(torch.linalg.vecdot(a, p).unsqueeze(-1))
             b.addcmul_(p, a, value=1.0 / tau)
         return b, None, None
