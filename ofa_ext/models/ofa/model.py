@@ -70,13 +70,7 @@ class OFAModel(FairseqEncoderDecoderModel):
         )
         model = cls(cfg, OFAEncoder(cfg, dictionary, embed), OFADecoder(cfg, dictionary, dec_embed))
         model.apply(init_bert_params)
-        if cfg.freeze_encoder_embedding:
-            model.encoder.embed_tokens.weight.requires_grad_(False)
-        if cfg.freeze_decoder_embedding:
-            model.decoder.embed_tokens.weight.requires_grad_(False)
-        if cfg.freeze_resnet:
-            model.encoder.embed_images.requires_grad_(False)
-        return model
+        return model  # the freeze_* options are applied with PETL's freezing (ofa_ext.models.petl.freeze)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,7 +1,7 @@
 """Options of every PETL method, as one dataclass mixed into the model config.
 
 Flag names follow π-Tuning / OFA (`--adapter --adapter-dim`, `--encoder-prompt`,
-`--encoder-prompt-length`, `--lora --lora-r`, `--bitfit`). The same dataclass is written next to
+`--encoder-prompt-length`, `--lora --lora-r`, `--bitfit`; in that style `--input-prompt-length`). The same dataclass is written next to
 saved pieces so that a piece file describes itself.
 """
 
@@ -38,6 +38,12 @@ class PETLConfig(FairseqDataclass):
     encoder_prompt_dim: int = field(default=512, metadata={"help": "hidden size of the encoder prefix MLP"})
     decoder_prompt_dim: int = field(default=512, metadata={"help": "hidden size of the decoder prefix MLP"})
     prompt_dropout: float = field(default=0.0, metadata={"help": "dropout on prefix keys/values (π-Tuning: 0.2)"})
+    # input-level prompts (every body)
+    input_prompt_length: int = field(
+        default=0,
+        metadata={"help": "number of soft tokens prepended to the body's input embeddings (0: off); "
+                          "works on every body, unlike the attention prefixes of --encoder-prompt"},
+    )
     # LoRA
     lora: bool = field(default=False, metadata={"help": "low-rank adaptation of linear projections"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -64,7 +70,7 @@ class PETLConfig(FairseqDataclass):
 STRUCTURAL_FIELDS = (
     "adapter", "adapter_dim", "adapter_sites",
     "encoder_prompt", "decoder_prompt", "encoder_prompt_length", "decoder_prompt_length",
-    "prompt_projection", "encoder_prompt_dim", "decoder_prompt_dim",
+    "prompt_projection", "encoder_prompt_dim", "decoder_prompt_dim", "input_prompt_length",
     "lora", "lora_r", "lora_alpha", "lora_targets",
     "bitfit", "bitfit_scope", "train_layernorm", "train_head",
 )
@@ -86,12 +92,13 @@ def as_petl_config(cfg: Any) -> PETLConfig:
 
 
 def active_methods(cfg: PETLConfig) -> List[str]:
-    """Methods switched on, in a fixed order: adapter, prefix, lora, bitfit."""
+    """Methods switched on, in a fixed order: adapter, prefix, lora, bitfit, input_prompt."""
     on = {
         "adapter": cfg.adapter,
         "prefix": cfg.encoder_prompt or cfg.decoder_prompt,
         "lora": cfg.lora,
         "bitfit": cfg.bitfit,
+        "input_prompt": cfg.input_prompt_length > 0,
     }
     return [m for m, flag in on.items() if flag]
 

@@ -1,50 +1,41 @@
-"""``apply_petl``: inject PETL pieces into an OFA model, freeze the rest, report what trains.
+"""``apply_petl``: inject PETL pieces into a model, freeze the rest, report what trains.
 
-The backbone knows nothing of PETL. It offers generic hooks (see ``toy.py`` for the contract):
-``nn.Linear`` projections, ``post_attn``/``post_ffn`` identity slots and a ``prefix_provider``
-attribute on attention modules. Where PETL attaches is declared once, in :data:`SITES`; a site
-that matches no module is an error (a typo never passes silently), and the wrapper for a
-matched module is chosen by its type (:data:`WRAPPERS`).
+The backbone knows nothing of PETL. It offers generic hooks (see ``toy.py`` for OFA's contract):
+``nn.Linear`` projections, ``post_attn``/``post_ffn`` identity slots (or, in Hugging Face layers,
+the ``nn.Linear`` an adapter follows), a ``prefix_provider`` attribute on attention modules, and on
+bodies an ``input_prompt`` hook. Where PETL attaches is declared by site tables owned by the bodies
+(``models/bodies``; resolved in ``sites.py``); a site that matches no module is an error (a typo
+never passes silently), and the wrapper for a matched module is chosen by its type
+(:data:`WRAPPERS`). Freezing lives in ``freeze.py``.
 """
 
 import dataclasses
 import logging
 import re
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from torch import nn
 
-from .adapter import ADAPTER_INITS, Adapter
-from .bitfit import BITFIT_SCOPES, is_bitfit_param
+from ..bodies.base import find_bodies
+from ..bodies.ofa import OFA_SITES
+from .adapter import ADAPTER_INITS, Adapter, LinearThenAdapter
+from .bitfit import BITFIT_SCOPES
 from .config import PETLConfig, active_methods, as_petl_config
+from .freeze import freeze_backbone_parts, freeze_for_petl
+from .input_prompt import InputPrompt
 from .lora import LoRALinear
 from .prefix import PrefixProvider, PromptEncoder
+from .sites import match_site
 
 logger = logging.getLogger(__name__)
 
-_LAYER = r"(encoder|decoder)\.layers\.\d+"
-_ATTN = _LAYER + r"\.(self_attn|encoder_attn)"
-
-#: site -> regular expression over module names (full match). The only place that knows OFA's names.
-SITES: Dict[str, str] = {
-    "q_proj": _ATTN + r"\.q_proj",
-    "k_proj": _ATTN + r"\.k_proj",
-    "v_proj": _ATTN + r"\.v_proj",
-    "out_proj": _ATTN + r"\.out_proj",
-    "fc1": _LAYER + r"\.fc1",
-    "fc2": _LAYER + r"\.fc2",
-    "post_attn": _LAYER + r"\.post_attn",
-    "post_ffn": _LAYER + r"\.post_ffn",
-    "encoder_self_attn": r"encoder\.layers\.\d+\.self_attn",
-    "decoder_self_attn": r"decoder\.layers\.\d+\.self_attn",
-}
-#: OFA modules used only to generate image codes, never in the forward pass ofa_ext runs: opt-ins
-#: (BitFit "all", train_layernorm) skip them so that no trainable parameter goes unused (DDP).
-NEVER_TRAIN = r"decoder\.(image_pos_ln|code_layernorm_embedding)\..*"
+#: OFA's site table (site -> module-name pattern); kept under its old name for callers. The tables
+#: of every body live with the bodies: ``models/bodies/ofa.py`` and ``models/bodies/hf.py``.
+SITES: Dict[str, str] = OFA_SITES.sites
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 ADAPTER_SITES = {"attn": "post_attn", "ffn": "post_ffn"}
 PREFIX_SIDES = {"encoder": "encoder_self_attn", "decoder": "decoder_self_attn"}
-#: model-level attribute (inside ``encoder``/``decoder``) holding a side's prompt encoder; OFA's name
+#: attribute (on the module holding a stack's ``layers``) with that side's prompt encoder; OFA's name
 PROMPT_ENCODER_NAME = "{side}_prompt_encoder"
 
 
@@ -53,13 +44,20 @@ def _lora_wrapper(cfg: PETLConfig) -> Dict[type, Callable[[str, nn.Module, nn.Mo
 
 
 def _adapter_wrapper(cfg: PETLConfig) -> Dict[type, Callable[[str, nn.Module, nn.Module], nn.Module]]:
-    def build(name: str, base: nn.Module, model: nn.Module) -> Adapter:
+    def in_slot(name: str, base: nn.Module, model: nn.Module) -> Adapter:
         layer = model.get_submodule(name.rpartition(".")[0])
         ref = layer.fc2  # adapters act on the layer's residual stream (width = fc2's output)
         dropout = cfg.adapter_dropout if cfg.adapter_dropout is not None else _drop_path_rate(layer)
         return Adapter(ref.out_features, cfg.adapter_dim, dropout, cfg.adapter_init,
                        device=ref.weight.device, dtype=ref.weight.dtype)
-    return {nn.Identity: build}
+
+    def after(name: str, base: nn.Module, model: nn.Module) -> LinearThenAdapter:
+        w = base.weight
+        adapter = Adapter(base.out_features, cfg.adapter_dim, cfg.adapter_dropout or 0.0, cfg.adapter_init,
+                          device=w.device, dtype=w.dtype)
+        return LinearThenAdapter(base, adapter)
+
+    return {nn.Identity: in_slot, nn.Linear: after, LoRALinear: after}
 
 
 WRAPPERS = {"lora": _lora_wrapper, "adapter": _adapter_wrapper}
@@ -104,23 +102,14 @@ def validate(cfg: PETLConfig) -> None:
             bad("lora_targets", cfg.lora_targets, f"a comma list of {LORA_TARGETS} (unknown: {unknown})")
         if not 0.0 <= cfg.lora_dropout < 1.0:
             bad("lora_dropout", cfg.lora_dropout, "a probability in [0, 1)")
+    if cfg.input_prompt_length < 0:
+        bad("input_prompt_length", cfg.input_prompt_length, "an integer >= 0 (0: off)")
     if cfg.bitfit and cfg.bitfit_scope not in BITFIT_SCOPES:
         bad("bitfit_scope", cfg.bitfit_scope, f"one of {BITFIT_SCOPES}")
 
 
 def _split(csv: str) -> List[str]:
     return [s.strip() for s in csv.split(",") if s.strip()]
-
-
-def match_site(model: nn.Module, site: str) -> List[Tuple[str, nn.Module]]:
-    """Modules whose full name matches ``SITES[site]``; an error when there are none."""
-    pattern = re.compile(SITES[site])
-    found = [(n, m) for n, m in model.named_modules() if pattern.fullmatch(n)]
-    if not found:
-        sample = [n for n, _ in model.named_modules() if n][:8]
-        raise ValueError(f"PETL site {site!r} (pattern {SITES[site]!r}) matches no module of "
-                         f"{type(model).__name__}; module names start with {sample}")
-    return found
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -161,32 +150,51 @@ def _attach_prefixes(model: nn.Module, side: str, cfg: PETLConfig) -> Tuple[str,
         dropout=cfg.prompt_dropout, device=weight.device, dtype=weight.dtype,
     )
     attr = PROMPT_ENCODER_NAME.format(side=side)
-    model.get_submodule(side).add_module(attr, encoder)
+    stack = attns[0][0].rpartition(".layers.")[0]  # "encoder", or "body.encoder" inside a body
+    model.get_submodule(stack).add_module(attr, encoder)
     for layer, (_, attn) in zip(layer_ids, attns):
         attn.prefix_provider = PrefixProvider(encoder, layer)
-    return f"{side}.{attr}", encoder, len(attns)
+    return f"{stack}.{attr}", encoder, len(attns)
+
+
+def _attach_input_prompts(model: nn.Module, cfg: PETLConfig) -> List[Tuple[str, nn.Module]]:
+    """An :class:`InputPrompt` on the ``input_prompt`` hook of every body in ``model``."""
+    bodies = find_bodies(model)
+    if not bodies:
+        raise ValueError(f"--input-prompt-length={cfg.input_prompt_length}: {type(model).__name__} contains no body "
+                         "(ofa_ext.models.bodies) to prepend prompts to; OFA's encoder-decoder takes --encoder-prompt")
+    made = []
+    for name, body in bodies.items():
+        ref = next(body.parameters())
+        body.input_prompt = InputPrompt(cfg.input_prompt_length, body.width, device=ref.device, dtype=ref.dtype)
+        made.append((f"{name}.input_prompt" if name else "input_prompt", body.input_prompt))
+    return made
 
 
 # ------------------------------------------------------------------------------------------------
-def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
+def apply_petl(model: nn.Module, cfg: Any, keep_trainable: Sequence[str] = ()) -> nn.Module:
     """Inject the PETL pieces ``cfg`` asks for, freeze everything else, log the result.
 
     ``cfg`` is a ``PETLConfig`` or any config carrying its fields (the fairseq model config).
     Without a method flag the model is returned untouched (full fine-tuning) — unless
     ``petl_load`` names a piece file, whose stored config then decides the methods.
+    ``keep_trainable``: module-name prefixes that keep training beside the pieces (a task's
+    embedder and head); they are saved in piece files with the pieces.
     Piece keys are added to ``model.optional_state_keys`` so backbone checkpoints still load.
+    The backbone's freeze options carried by ``cfg`` (``freeze_resnet`` ...) are applied last.
     """
-    cfg = as_petl_config(cfg)
+    raw, cfg = cfg, as_petl_config(cfg)
     if not active_methods(cfg) and cfg.petl_load:
         from .pieces import read_piece_file  # local: pieces imports this module
 
         stored = read_piece_file(cfg.petl_load, tensors=False)[1]["petl_config"]
         logger.info("PETL: no method flag given; using the config stored in %s", cfg.petl_load)
         cfg = dataclasses.replace(stored, petl_load=cfg.petl_load)
+    validate(cfg)
     methods = active_methods(cfg)
     if not methods:
+        freeze_backbone_parts(model, raw)
         return model
-    validate(cfg)
     if getattr(model, "petl_config", None) is not None:
         raise RuntimeError("apply_petl: this model already has PETL pieces; build a fresh model")
 
@@ -201,15 +209,20 @@ def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
         for s in _split(cfg.adapter_sites):
             made = _wrap_site(model, ADAPTER_SITES[s], "adapter", cfg)
             new_modules += made
-            rows.append(("adapter", ADAPTER_SITES[s], len(made), "Adapter"))
+            rows.append(("adapter", ADAPTER_SITES[s], len(made), type(made[0][1]).__name__))
     for side in PREFIX_SIDES:
         if getattr(cfg, f"{side}_prompt"):
             name, encoder, n = _attach_prefixes(model, side, cfg)
             new_modules.append((name, encoder))
             rows.append(("prefix", PREFIX_SIDES[side], n, "PrefixProvider -> " + name))
+    if cfg.input_prompt_length:
+        made = _attach_input_prompts(model, cfg)
+        new_modules += made
+        rows.append(("input", "input_prompt", len(made), f"InputPrompt(P={cfg.input_prompt_length})"))
 
-    piece_names = _piece_parameter_names(new_modules)
-    _freeze(model, cfg, piece_names)
+    piece_names = _piece_parameter_names(model, [m for _, m in new_modules])
+    opted = freeze_for_petl(model, cfg, piece_names, keep_trainable)
+    freeze_backbone_parts(model, raw)
     optional = getattr(model, "optional_state_keys", None)
     if optional is None:
         optional = set()
@@ -217,9 +230,8 @@ def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
     optional.update(piece_names)
     model.petl_config = cfg
     model.petl_piece_names = tuple(sorted(piece_names))
-    if cfg.bitfit:
-        rows.append(("bitfit", cfg.bitfit_scope, sum(p.requires_grad and is_bitfit_param(n, cfg.bitfit_scope)
-                                                     for n, p in model.named_parameters()), "-"))
+    model.petl_keep_trainable = tuple(keep_trainable)
+    rows += [("opt-in", option, n, "requires_grad") for option, n in opted.items()]
     _log_table(model, rows)
     _warn_bn_drift(model)
     if cfg.petl_load:
@@ -229,36 +241,24 @@ def apply_petl(model: nn.Module, cfg: Any) -> nn.Module:
     return model
 
 
-def _piece_parameter_names(new_modules: List[Tuple[str, nn.Module]]) -> set:
-    """Full names of the parameters PETL created (LoRA wrappers: only ``lora_*``)."""
+def _piece_parameter_names(model: nn.Module, created: List[nn.Module]) -> set:
+    """Full names (after all wrapping) of the parameters PETL created: LoRA wrappers' ``lora_*``,
+    the adapter inside an after-projection wrapper, prompt encoders and input prompts whole."""
+    owners = {}
+    for m in created:
+        if isinstance(m, LinearThenAdapter):
+            owners[id(m.adapter)] = None
+        else:
+            owners[id(m)] = "lora_" if isinstance(m, LoRALinear) else None
     names = set()
-    for prefix, module in new_modules:
+    for mname, module in model.named_modules():
+        if id(module) not in owners:
+            continue
+        only = owners[id(module)]
         for n, _ in module.named_parameters():
-            if isinstance(module, LoRALinear) and not n.startswith("lora_"):
-                continue  # weight/bias belong to the backbone
-            names.add(f"{prefix}.{n}")
+            if only is None or n.startswith(only):  # a LoRA layer's weight/bias belong to the backbone
+                names.add(f"{mname}.{n}" if mname else n)
     return names
-
-
-def _freeze(model: nn.Module, cfg: PETLConfig, piece_names: set) -> None:
-    """requires_grad=False everywhere but the pieces and the opt-ins, so autograd skips the rest."""
-    layernorm_params = set()
-    if cfg.train_layernorm:
-        for mname, m in model.named_modules():
-            if isinstance(m, nn.LayerNorm):
-                layernorm_params.update(f"{mname}.{n}" if mname else n for n, _ in m.named_parameters())
-    for name, p in model.named_parameters(remove_duplicate=False):
-        p.requires_grad_(False)
-    never = re.compile(NEVER_TRAIN)
-    for name, p in model.named_parameters(remove_duplicate=False):
-        opt_in = (
-            (cfg.bitfit and is_bitfit_param(name, cfg.bitfit_scope))
-            or name in layernorm_params
-            or (cfg.train_head and name.split(".")[-2:-1] in (["embed_tokens"], ["output_projection"]))
-        )
-        train = name in piece_names or (opt_in and not never.fullmatch(name))
-        if train:
-            p.requires_grad_(True)
 
 
 def trainable_summary(model: nn.Module) -> Dict[str, Any]:

@@ -12,11 +12,12 @@ format             yes         ``"ofa_ext.petl.pieces"``
 format_version     yes         int; a file newer than this reader is refused
 petl_config        yes         the ``PETLConfig`` fields (dict); unknown fields warn and are ignored
 methods            yes         e.g. ``["adapter", "lora"]``
-backbone           yes         shape signature: layers, dims, heads, vocab per stack + ``digest``
+backbone           yes         ``kind`` (body kind; absent = ``"ofa"``), shapes, ``digest``
 package_version    no          ofa_ext version that wrote the file
 arch               no          base arch name, e.g. ``"ofa_base"``
 task               no          task name, e.g. ``"refcoco"``
 extra              no          free dict (training step, scores, ...)
+keep_trainable     no          module prefixes trained beside the pieces (``apply_petl(keep_trainable=)``)
 =================  ==========  ====================================================================
 
 No pickle: piece files are shared between people. Writes are atomic (temporary file + rename)
@@ -35,6 +36,7 @@ from torch import nn
 
 from .config import STRUCTURAL_FIELDS, PETLConfig, active_methods, as_petl_config, petl_config_from_dict, petl_config_to_dict
 from .lora import unmerge_lora
+from ..bodies.base import find_bodies
 from ...utils.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "ofa_ext.petl.pieces"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "petl_config", "methods", "backbone")
-OPTIONAL_KEYS = ("package_version", "arch", "task", "extra")
+OPTIONAL_KEYS = ("package_version", "arch", "task", "extra", "keep_trainable")
 
 
 def piece_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -51,21 +53,32 @@ def piece_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def backbone_signature(model: nn.Module) -> Dict[str, Any]:
-    """Dimensions a piece file depends on, plus a digest of every backbone parameter name/shape."""
+    """``kind`` (the body's, or ``"ofa"`` for OFA's encoder-decoder), the dimensions a piece file
+    depends on, and a digest of every backbone parameter name/shape."""
+    bodies = find_bodies(model)
     sig: Dict[str, Any] = {}
-    for side in ("encoder", "decoder"):
-        layers = getattr(getattr(model, side, None), "layers", None)
-        if layers is None:
-            continue
-        sig[f"{side}_layers"] = len(layers)
-        if len(layers):
-            first = layers[0]
-            sig[f"{side}_embed_dim"] = first.fc1.in_features
-            sig[f"{side}_ffn_dim"] = first.fc1.out_features
-            sig[f"{side}_heads"] = first.self_attn.num_heads
-    embed = getattr(getattr(model, "encoder", None), "embed_tokens", None)
-    if embed is not None:
-        sig["vocab"] = embed.num_embeddings
+    if bodies:
+        if len(bodies) == 1:
+            body = next(iter(bodies.values()))
+            sig = {"kind": body.kind, **body.signature()}
+        else:
+            sig = {"kind": ",".join(b.kind for b in bodies.values())}
+            sig.update({f"{name}/{k}": v for name, b in bodies.items() for k, v in b.signature().items()})
+    else:
+        sig["kind"] = "ofa"
+        for side in ("encoder", "decoder"):
+            layers = getattr(getattr(model, side, None), "layers", None)
+            if layers is None:
+                continue
+            sig[f"{side}_layers"] = len(layers)
+            if len(layers):
+                first = layers[0]
+                sig[f"{side}_embed_dim"] = first.fc1.in_features
+                sig[f"{side}_ffn_dim"] = first.fc1.out_features
+                sig[f"{side}_heads"] = first.self_attn.num_heads
+        embed = getattr(getattr(model, "encoder", None), "embed_tokens", None)
+        if embed is not None:
+            sig["vocab"] = embed.num_embeddings
     pieces = set(getattr(model, "petl_piece_names", ()))
     rows = sorted(f"{n}:{tuple(p.shape)}" for n, p in model.named_parameters() if n not in pieces)
     sig["digest"] = hashlib.sha1("\n".join(rows).encode()).hexdigest()[:16]
@@ -107,6 +120,7 @@ def save_pieces(
         "backbone": backbone_signature(model),
         "task": task,
         "extra": extra or {},
+        "keep_trainable": list(getattr(model, "petl_keep_trainable", ())),
     }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in meta.items()})
@@ -151,7 +165,7 @@ def read_piece_file(path: str, tensors: bool = True) -> Tuple[Dict[str, torch.Te
         logger.warning("%s: ignoring unknown PETL config fields %s (newer writer?)", path, unknown_fields)
     meta["petl_config"] = cfg
     for k in OPTIONAL_KEYS:
-        meta.setdefault(k, {} if k == "extra" else None)
+        meta.setdefault(k, {} if k == "extra" else [] if k == "keep_trainable" else None)
     return (load_file(path) if tensors else {}), meta
 
 
@@ -175,6 +189,13 @@ def load_pieces(model: nn.Module, path: str, strict: bool = True, arch: Optional
     if arch is not None and meta["arch"] is not None and meta["arch"] != arch:
         raise ValueError(f"{path}: made for arch {meta['arch']!r}, loading into {arch!r}")
     here = backbone_signature(model)
+    file_kind = meta["backbone"].get("kind", "ofa")  # files written before bodies existed: OFA's
+    if file_kind != here["kind"]:
+        def show(sig):
+            return ", ".join(f"{k}={v}" for k, v in sig.items() if k not in ("kind", "digest"))
+
+        raise ValueError(f"{path}: pieces of body {file_kind!r} ({show(meta['backbone'])}) cannot load onto "
+                         f"body {here['kind']!r} ({show(here)})")
     dims = [f"{k}: file {v} vs model {here.get(k)}" for k, v in meta["backbone"].items()
             if k != "digest" and here.get(k) != v]
     if dims:

@@ -52,3 +52,25 @@ class Adapter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"init={self.init}"
+
+
+class LinearThenAdapter(nn.Module):
+    """``adapter(base_layer(x))``: an adapter right after a projection, for layers without an
+    identity slot (Hugging Face encoders: after the attention output and the FFN output
+    projections, before dropout and the residual add, as Houlsby et al. place them)."""
+
+    def __init__(self, base_layer: nn.Module, adapter: Adapter) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.adapter = adapter
+
+    @property
+    def weight(self) -> torch.Tensor:  # callers that read a projection's weight (dtype, device)
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.base_layer.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.adapter(self.base_layer(x))
