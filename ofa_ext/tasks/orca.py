@@ -28,7 +28,6 @@ must match the body (width and kind); at most ``--orca-source-maxsamples`` rows 
 ``maxsamples=5000`` of its OTDD call), drawn with the task seed.
 """
 
-from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
