@@ -103,6 +103,7 @@ class PareTask(OrcaTask):
         if cfg.pare_tau <= 0:
             raise ValueError(f"--pare-tau must be > 0, got {cfg.pare_tau}")
         self.schedule, self._spelled = build_schedule(cfg)
+        self.schedule.validate(options=self._spelled)  # k >= 1 now; token counts once the model exists
         self.source_option = "--pare-source-features" if cfg.pare_source_features else "--orca-source-features"
         self.source_path = cfg.pare_source_features or cfg.orca_source_features
         if not self.source_path:
@@ -115,6 +116,11 @@ class PareTask(OrcaTask):
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         model = super().build_model(cfg, from_checkpoint)
+        self.check_model(model)
+        return model
+
+    def check_model(self, model) -> None:
+        """Setup-time checks against the built model, then the per-run constants (tokens, weight, phases)."""
         if not hasattr(model, "gate"):
             raise ValueError("--task pare needs --arch pare_model (the crossmodal model plus PaRe's gate and source head)")
         body = model.body
@@ -141,7 +147,6 @@ class PareTask(OrcaTask):
                     "relaxed epochs %d; aux weight %s (%s)", self.n_target_tokens, self.n_source_tokens,
                     self.source_xs.shape[0], self.n_source_classes, self.source_path, self.schedule.ks(),
                     self.relaxed_epochs, self.aux_weight, task_type)
-        return model
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         if dataset is self.datasets.get("train"):

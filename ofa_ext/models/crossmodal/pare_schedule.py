@@ -13,6 +13,7 @@ branch). So :meth:`PareSchedule.validate` checks every epoch at task setup, befo
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,11 @@ class PareSchedule:
     def ks(self) -> list[int]:
         return [self.k(ep) for ep in range(self.epochs)]
 
-    def validate(self, n_target: int, n_source: int, options: str = "") -> None:
+    def validate(self, n_target: Optional[int] = None, n_source: Optional[int] = None, options: str = "") -> None:
         """One-line ValueError naming the options when some epoch's k is < 1 or exceeds a token count.
 
-        ``options`` is how the user spelled the schedule (default: the begin/end flags).
+        ``options`` is how the user spelled the schedule (default: the begin/end flags). Without token
+        counts only k >= 1 is checked (possible before the model exists).
         """
         if self.epochs < 1:
             raise ValueError(f"--pare-epochs must be >= 1, got {self.epochs}")
@@ -59,6 +61,8 @@ class PareSchedule:
                 f"{sched} gives k = {ks[low]} at epoch {low + 1}; k must stay >= 1 "
                 f"(lower --pare-end-num, or pass --pare-clamp-k to use k = 1 there)"
             )
+        if n_target is None or n_source is None:
+            return
         high = max(range(self.epochs), key=lambda ep: ks[ep])
         limit = min(n_target, n_source)
         if ks[high] > limit:
