@@ -24,7 +24,7 @@ Prompt tokens carry no position: HF bodies add positions inside ``embed``, befor
 prepended, and the OFA body gives prompt rows/columns zero position bias.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, NamedTuple, Optional
 
 import torch
@@ -43,6 +43,7 @@ class SiteTable:
     ``bitfit``: BitFit scope -> regular expression over parameter names (full match).
     ``never_train``: parameters outside the forward pass, skipped by every opt-in.
     ``head``: parameters ``--train-head`` opts in (empty: the body has no head).
+    ``layer_norm_types``: the modules ``--train-layernorm`` opts in.
     """
 
     name: str
@@ -51,7 +52,6 @@ class SiteTable:
     never_train: str = r"(?!)"  # matches nothing
     head: str = r"(?!)"
     layer_norm_types: tuple = (nn.LayerNorm,)
-    extra: Dict[str, Any] = field(default_factory=dict)
 
 
 class BodyInput(NamedTuple):
