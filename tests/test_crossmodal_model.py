@@ -179,5 +179,34 @@ def test_too_many_tokens_for_the_body(bert_dir, tmp_path):
     data = make_data(tmp_path / "d", x_shape=(1, 97))  # a prime length: stack_num 1 -> 97 tokens
     with pytest.raises(ValueError, match="lower --target-seq-len"):
         build(data, bert_dir, target_seq_len=100)
-    with pytest.raises(ValueError, match=r"--body 'clip:x': expected minilm, hf:DIR or ofa:CHECKPOINT.pt"):
+    with pytest.raises(ValueError, match=r"--body: body spec 'clip:x': expected"):
         build(data, bert_dir, body="clip:x")
+
+
+def test_ofa_encoder_body_brings_its_own_positions(tmp_path):
+    task = CrossmodalFinetuneTask.setup_task(CrossmodalFinetuneConfig(data=str(make_data(tmp_path / "d")),
+                                                                      num_classes=3))
+    torch.manual_seed(0)
+    model = CrossmodalModel.build_model(CrossmodalModelConfig(body="ofa:ofa_nano#text", target_seq_len=6), task)
+    ln = model.body.encoder.layernorm_embedding
+    assert model.embedder.positions is None  # OFA adds position biases inside its layers
+    assert torch.equal(model.embedder.norm.weight, ln.weight) and model.embedder.norm.eps == ln.eps
+    assert model(torch.randn(3, 2, 12)).shape == (3, 3)
+
+
+def test_piece_file_holds_pieces_embedder_and_head(bert_dir, tmp_path):
+    from ofa_ext.models.petl import load_pieces, save_pieces
+
+    data = make_data(tmp_path / "d")
+    trained, _ = build(data, bert_dir, lora=True, lora_r=2)
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))  # stands in for training
+    path = str(tmp_path / "pieces.safetensors")
+    save_pieces(trained, path, arch="crossmodal_model", task="toy")
+    fresh, _ = build(data, bert_dir, lora=True, lora_r=2)
+    x = torch.randn(3, 2, 12)
+    assert not torch.allclose(fresh.eval()(x), trained.eval()(x))
+    load_pieces(fresh, path)
+    torch.testing.assert_close(fresh(x), trained(x), rtol=0, atol=0)

@@ -20,6 +20,9 @@ LR=${LR:-1e-4}
 MAX_UPDATE=${MAX_UPDATE:-200}
 BATCH_SIZE=${BATCH_SIZE:-8}
 BODY_DROPOUT=${BODY_DROPOUT:-0}                    # ORCA's NB360 configs: 0
+SEED=${SEED:-1}
+LOG_FORMAT=${LOG_FORMAT:-simple}                   # simple | json
+LOG_INTERVAL=${LOG_INTERVAL:-10}
 EXTRA=${EXTRA:-}                                   # more flags: PETL, --body-random-init, --embedder-random-init ...
 USER_DIR=${USER_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/ofa_ext}
 
@@ -39,4 +42,4 @@ ofa-launch --nproc "$NPROC" "${gpu_flag[@]}" -- "$DATA" \
   --optimizer adam --adam-betas '(0.9,0.999)' --weight-decay 0.0 --clip-norm 1.0 --lr "$LR" \
   --max-update "$MAX_UPDATE" --batch-size "$BATCH_SIZE" --num-workers 0 \
   "${best_args[@]}" --no-epoch-checkpoints \
-  --log-format simple --log-interval 10 --save-dir "$SAVE_DIR" $EXTRA 2>&1 | tee "$SAVE_DIR/train.log"
+  --seed "$SEED" --log-format "$LOG_FORMAT" --log-interval "$LOG_INTERVAL" --save-dir "$SAVE_DIR" $EXTRA 2>&1 | tee "$SAVE_DIR/train.log"

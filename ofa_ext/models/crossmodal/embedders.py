@@ -18,7 +18,6 @@ no-copy branch: truncated normal(0.02) weights, LayerNorm (1, 0).
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -27,8 +26,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .init_parts import InitParts
-
-logger = logging.getLogger(__name__)
 
 
 def stack_num(length: int, target_seq_len: int) -> int:
@@ -90,7 +87,7 @@ class _Positions(nn.Module):
 class Embedder1D(nn.Module):
     """``(B, C, L)`` → ``(B, L / stack_num, d)``; see the module docstring."""
 
-    def __init__(self, in_channels: int, length: int, width: int, target_seq_len: int = 512,
+    def __init__(self, in_channels: int, length: int, width: int, target_seq_len: int = 512, positions: bool = True,
                  position_table: int = 512, position_offset: int = 0, device=None, dtype=None):
         super().__init__()
         self.in_channels, self.length, self.width = in_channels, length, width
@@ -98,23 +95,26 @@ class Embedder1D(nn.Module):
         self.n_tokens = length // self.stack_num
         self.projection = nn.Conv1d(in_channels, width, self.stack_num, stride=self.stack_num, device=device, dtype=dtype)
         self.norm = nn.LayerNorm(width, device=device, dtype=dtype)
-        self.positions = _Positions(self.n_tokens, width, position_table, position_offset, device, dtype)
+        self.positions = (_Positions(self.n_tokens, width, position_table, position_offset, device, dtype)
+                          if positions else None)
         self.reset_parameters()
 
     def reset_parameters(self, random: bool = False) -> None:
+        table = None if self.positions is None else self.positions.embedding
         if random:
-            _random(self.projection, self.norm, self.positions.embedding)
+            _random(self.projection, self.norm, table)
             return
         _xavier(self.projection)
         self.norm.reset_parameters()
-        nn.init.normal_(self.positions.embedding.weight)  # nn.Embedding's own init until init_from copies
+        if table is not None:
+            nn.init.normal_(table.weight)  # nn.Embedding's own init until init_from copies
 
     def init_from(self, parts: InitParts) -> list:
         """Copy the body's embedding LayerNorm and position table (ORCA); returns what was copied."""
         copied = []
         if _copy_layernorm(self.norm, parts):
             copied.append("layernorm")
-        if self.positions.copy_from(parts):
+        if self.positions is not None and self.positions.copy_from(parts):
             copied.append("positions")
         return copied
 
@@ -126,8 +126,8 @@ class Embedder1D(nn.Module):
     def forward(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
         """Tokens ``(B, T, d)`` and the padding mask (``None``: every token is real)."""
         self.check_input(x)
-        tokens = self.projection(x).transpose(1, 2)  # (B, d, T) -> (B, T, d)
-        return self.positions(self.norm(tokens)), None
+        tokens = self.norm(self.projection(x).transpose(1, 2))  # (B, d, T) -> (B, T, d)
+        return (tokens if self.positions is None else self.positions(tokens)), None
 
 
 class Embedder2D(nn.Module):
@@ -196,7 +196,7 @@ class TabularEmbedder(nn.Module):
     """Table rows → tokens in ORCA's two layouts (see the module docstring)."""
 
     def __init__(self, sample_shape: Sequence[int], width: int, layout: str = "channels", target_seq_len: int = 512,
-                 position_table: int = 512, position_offset: int = 0, device=None, dtype=None):
+                 positions: bool = True, position_table: int = 512, position_offset: int = 0, device=None, dtype=None):
         super().__init__()
         if layout not in TABULAR_LAYOUTS:
             raise ValueError(f"--tabular-layout must be one of {TABULAR_LAYOUTS}, got {layout!r}")
@@ -206,7 +206,8 @@ class TabularEmbedder(nn.Module):
                              f"features), got sample shape {shape}")
         self.sample_shape, self.layout = shape, layout
         channels, length = (shape[0], 1) if layout == "channels" else ((1,) + shape)[-2:]
-        self.inner = Embedder1D(channels, length, width, target_seq_len, position_table, position_offset, device, dtype)
+        self.inner = Embedder1D(channels, length, width, target_seq_len, positions, position_table, position_offset,
+                                device, dtype)
         self.n_tokens, self.width = self.inner.n_tokens, width
 
     def reset_parameters(self, random: bool = False) -> None:

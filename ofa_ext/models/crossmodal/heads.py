@@ -16,18 +16,15 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bodies.base import mean_pool
+
 POOLINGS = ("mean", "cls")
 HEAD_KINDS = ("classification", "multilabel", "regression", "dense1d")
 
 
 def pool_tokens(hidden: Tensor, padding_mask: Optional[Tensor], pooling: str) -> Tensor:
     """(B, T, d) → (B, d): mean over non-pad tokens or the first token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if padding_mask is None:
-        return hidden.mean(1)
-    keep = (~padding_mask).unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    return (hidden * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+    return hidden[:, 0] if pooling == "cls" else mean_pool(hidden, padding_mask)
 
 
 class PooledHead(nn.Module):

