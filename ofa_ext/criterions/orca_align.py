@@ -10,7 +10,6 @@ and ``sample_size`` is 1 per rank so that fairseq's rescaling (Ã— world size / Î
 leaves the 1-process gradient. Refine batches go to ``crossmodal_loss`` unchanged.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 
@@ -68,11 +67,14 @@ class OrcaAlignCriterion(CrossmodalLoss):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
-        updates = sum(float(log.get("align_updates", 0)) for log in logging_outputs)
+        """Align updates log ``align_loss`` and ``align_d<class>`` (not ``loss``, so epoch averages
+        of the task loss stay clean); every update logs ``orca_lr``, the lr the task set."""
+        total = lambda key: sum(float(log.get(key, 0)) for log in logging_outputs)  # noqa: E731
+        if total("orca_lr_n"):
+            metrics.log_scalar("orca_lr", total("orca_lr") / total("orca_lr_n"), 1, round=8)
+        updates = total("align_updates")
         if updates == 0:
             return super().reduce_metrics(logging_outputs)
-        total = lambda key: sum(float(log.get(key, 0)) for log in logging_outputs)  # noqa: E731
-        metrics.log_scalar("loss", total("align_loss") / updates, updates, round=6)
         metrics.log_scalar("align_loss", total("align_loss") / updates, updates, round=6)
         keys = sorted({k for log in logging_outputs for k in log if k.startswith("align_d")})
         for key in keys:

@@ -2,4 +2,5 @@
 
 from . import refcoco  # noqa: F401
 from . import crossmodal_finetune  # noqa: F401
+from . import orca  # noqa: F401
 from . import pare  # noqa: F401

@@ -145,7 +145,10 @@ class OrcaTask(CrossmodalFinetuneTask):
                     len(counts), counts)
 
     def build_model(self, cfg, from_checkpoint: bool = False):
-        model = super().build_model(cfg, from_checkpoint)
+        return self.check_source_matches(super().build_model(cfg, from_checkpoint))
+
+    def check_source_matches(self, model):
+        """The source features must come from this model's body: same width, same body kind."""
         meta = self._source_meta
         if meta:
             body = model.body
@@ -170,7 +173,20 @@ class OrcaTask(CrossmodalFinetuneTask):
         return {"shards": shards, "weights": self.align_weights, "update": update}
 
     # -- training --------------------------------------------------------------------------------
+    def learning_rate(self, optimizer, update_num: int) -> float:
+        lr = optimizer.cfg.lr
+        base = float(lr if isinstance(lr, (int, float)) else lr[0])
+        return orca_learning_rate(base, update_num, self.align_updates, self.cfg.orca_refine_warmup,
+                                  self.cfg.orca_refine_decay)
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        loss, sample_size, log = self._train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if self.cfg.orca_lr_rules:  # the same keys on every rank (fairseq sums them); values on rank 0
+            first = float(_world()[0] == 0)
+            log = {**log, "orca_lr": self.learning_rate(optimizer, update_num) * first, "orca_lr_n": first}
+        return loss, sample_size, log
+
+    def _train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad):
         if update_num < self.align_updates:
             model.train()
             device = next(model.parameters()).device
@@ -189,8 +205,5 @@ class OrcaTask(CrossmodalFinetuneTask):
 
     def optimizer_step(self, optimizer, model, update_num):
         if self.cfg.orca_lr_rules:
-            lr = optimizer.cfg.lr
-            base = float(lr if isinstance(lr, (int, float)) else lr[0])
-            optimizer.set_lr(orca_learning_rate(base, update_num, self.align_updates,
-                                                self.cfg.orca_refine_warmup, self.cfg.orca_refine_decay))
+            optimizer.set_lr(self.learning_rate(optimizer, update_num))
         super().optimizer_step(optimizer, model, update_num)

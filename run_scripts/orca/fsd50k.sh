@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# ORCA on NB360 FSD50K (2-D multi-label, Swin, CIFAR-10 source) (released config values, specs/orca.md §10). Variables as train_orca.sh.
+set -euo pipefail
+export DATA=${DATA:-data/nb360/fsd50k}
+export BODY=${BODY:-hf:swin-base}
+export SOURCE_CORPUS=${SOURCE_CORPUS:-npz:data/cifar10/train.npz}
+export RESIZE=${RESIZE:-224}
+export TARGET=${TARGET:-multilabel}
+export LOSS=${LOSS:-bce}
+export POS_WEIGHT=${POS_WEIGHT:-10}
+export OPTIMIZER=${OPTIMIZER:-adam}
+export LR=${LR:-1e-4}
+export WEIGHT_DECAY=${WEIGHT_DECAY:-5e-5}
+export BATCH_SIZE=${BATCH_SIZE:-32}
+export ACCUM=${ACCUM:-1}
+export EPOCHS=${EPOCHS:-100}
+export WARMUP_EPOCHS=${WARMUP_EPOCHS:-5}
+export DECAY_EPOCHS=${DECAY_EPOCHS:-100}
+export MAXSAMPLES=${MAXSAMPLES:-128}
+exec bash "$(dirname "${BASH_SOURCE[0]}")/train_orca.sh"
