@@ -95,6 +95,8 @@ def test_setup_errors(setup, tmp_path):
         task.check_model(CrossmodalModel(model.embedder, model.body, model.head))
     with pytest.raises(ValueError, match=r"^PaRe needs a curriculum: --pare-seq-num N"):
         _task(root, pare_seq_num=0)
+    with pytest.raises(ValueError, match=r"^--pare-seq-num 4 over 8 epochs gives k = 0 at epoch 8; k must stay >= 1"):
+        _task(root, pare_seq_num=4, pare_epochs=8)  # in setup_task, before the body is even loaded
     with pytest.raises(ValueError, match=r"^--pare-epochs must be >= 1"):
         _task(root, pare_epochs=0)
     with pytest.raises(ValueError, match=r"^--pare-replace must be low or high"):
