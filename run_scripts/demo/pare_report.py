@@ -18,8 +18,8 @@ def last_test_accuracy(log: Path) -> float:
 
 
 def main() -> None:
-    out, targets = Path(sys.argv[1]), sys.argv[2:]
-    table = {t: {m: [last_test_accuracy(p) for p in sorted((out / "runs").glob(f"{t}_{m}_*.log"))] for m in METHODS}
+    runs, out, targets = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    table = {t: {m: [last_test_accuracy(p) for p in sorted(runs.glob(f"{t}_{m}_*.log"))] for m in METHODS}
              for t in targets}
     lines = ["# PaRe miniature (`run_scripts/demo/pare.sh`)", "",
              "Test accuracy (%) of the last epoch, mean ± std over seeds; MiniLM body, polarity source tokens.", "",
