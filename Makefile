@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-crossmodal test bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,9 @@ $(STAMP): setup.py pyproject.toml constraints.txt
 
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash run_scripts/demo/demo.sh
+
+demo-crossmodal: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash run_scripts/demo/crossmodal.sh
 
 test: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests

@@ -5,3 +5,4 @@ from . import crossmodal_finetune  # noqa: F401
 from . import orca  # noqa: F401
 from . import prompt_tuning  # noqa: F401
 from . import prompt_transfer  # noqa: F401
+from . import pare  # noqa: F401
