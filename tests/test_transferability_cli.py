@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from ofa_ext.cli import transferability as cli
 from ofa_ext.metrics.rank_correlation import kendall_tau_a
-from ofa_ext.metrics.transferability import modality_gap
+from ofa_ext.metrics.transferability import modality_gap, modality_gaps
 
 
 def test_modality_gap_orders_by_distribution_shift():
@@ -20,6 +20,13 @@ def test_modality_gap_orders_by_distribution_shift():
     assert modality_gap(near, tokens) < modality_gap(far, tokens)
     with pytest.raises(ValueError, match="prompt width 8 differs from target token width 5"):
         modality_gap(near, torch.zeros(10, 5))
+    # the batched form (target distances computed once) equals one mmd() per prompt
+    from ofa_ext.metrics.distances import mmd
+
+    many = modality_gaps([near, far, tokens[:7]], tokens)
+    np.testing.assert_allclose(many, [float(mmd(p, tokens)) for p in (near, far, tokens[:7])], rtol=1e-5)
+    np.testing.assert_allclose(modality_gaps([near], tokens, bandwidth=3.0), [float(mmd(near, tokens, bandwidth=3.0))],
+                               rtol=1e-5)
 
 
 def _write_case(tmp_path, n_sources=4, missing=None):

@@ -19,7 +19,7 @@ Conventions: ε is on the cost scale (``entreg``); geomloss is called with ``p=2
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -94,6 +94,37 @@ def mmd(
     kernel = sum(torch.exp(-d2 / (beta0 * kernel_mul**q)) for q in range(kernel_num))
     return (kernel[:n, :n].mean() + kernel[n:, n:].mean()
             - kernel[:n, n:].mean() - kernel[n:, :n].mean())
+
+
+def mmd_to_target(xs: Sequence[Tensor], y: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5,
+                  bandwidth: Optional[float] = None) -> Tensor:
+    """``mmd(x, y)`` for every cloud ``x`` of ``xs`` against one ``y`` (no gradient): the y–y
+    distances, the largest block when ``y`` is a target's many input tokens, are computed once.
+
+    The bandwidth is still each pooled cloud's own (ORCA's rule), so the values equal :func:`mmd`'s.
+    """
+    _check_cloud(y, "mmd y")
+    with torch.no_grad():
+        d2_yy = squared_distances(y, y)  # (m, m), shared by every x
+        sum_yy, m = d2_yy.sum(), y.shape[0]
+        values = []
+        for i, x in enumerate(xs):
+            _check_cloud(x, f"mmd x[{i}]")
+            if x.shape[1] != y.shape[1]:
+                raise ValueError(f"mmd: x[{i}] has {x.shape[1]} features, y has {y.shape[1]}")
+            d2_xx, d2_xy = squared_distances(x, x), squared_distances(x, y)
+            total = x.shape[0] + m
+            if bandwidth is None:
+                beta = (d2_xx.sum() + 2 * d2_xy.sum() + sum_yy) / (total * total - total)
+            else:
+                if bandwidth <= 0:
+                    raise ValueError(f"mmd bandwidth must be > 0, got {bandwidth}")
+                beta = torch.as_tensor(bandwidth, dtype=y.dtype, device=y.device)
+            beta0 = beta / kernel_mul ** (kernel_num // 2)
+            widths = [beta0 * kernel_mul**q for q in range(kernel_num)]
+            k = lambda d2: sum(torch.exp(-d2 / w) for w in widths).mean()
+            values.append(k(d2_xx) + k(d2_yy) - 2 * k(d2_xy))
+        return torch.stack(values)
 
 
 def _samples_loss(cost: CostFn, entreg: float, debias: bool, scaling: float,

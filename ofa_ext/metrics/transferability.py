@@ -96,13 +96,19 @@ def modality_gap(prompt: Tensor, target_tokens: Tensor, **mmd_options: float) ->
     Default of the spec (§4.4): input-space comparison against the target's token embeddings; which
     representations enter is the caller's choice and is recorded in the estimator's output.
     """
-    from .distances import mmd  # the project's one MMD
+    return float(modality_gaps([prompt], target_tokens, **mmd_options)[0])
 
-    p = _check_prompt("source prompt", prompt)
+
+def modality_gaps(prompts: Sequence[Tensor], target_tokens: Tensor, **mmd_options: float) -> np.ndarray:
+    """:func:`modality_gap` of every prompt against the same target tokens (their distances computed once)."""
+    from .distances import mmd_to_target  # the project's one MMD
+
     x = target_tokens.float().reshape(-1, target_tokens.shape[-1])
-    if p.shape[1] != x.shape[1]:
-        raise ValueError(f"modality gap: prompt width {p.shape[1]} differs from target token width {x.shape[1]}")
-    return float(mmd(p, x, **mmd_options))
+    ps = [_check_prompt("source prompt", p) for p in prompts]
+    for p in ps:
+        if p.shape[1] != x.shape[1]:
+            raise ValueError(f"modality gap: prompt width {p.shape[1]} differs from target token width {x.shape[1]}")
+    return mmd_to_target(ps, x, **mmd_options).double().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ def estimate_sources(sources: Dict[str, Tensor], target_prompt: Tensor, *,
     if "modality_gap" in estimators or "combined" in estimators:
         if target_tokens is None:
             raise ValueError("the modality_gap/combined estimators need the target's input tokens (--target-tokens)")
-        mmds = np.array([modality_gap(sources[n], target_tokens, **(mmd_options or {})) for n in names])
+        mmds = modality_gaps([sources[n] for n in names], target_tokens, **(mmd_options or {}))
         if "modality_gap" in estimators:
             out["modality_gap"] = -mmds
     if "task_gap" in estimators or "combined" in estimators:

@@ -33,11 +33,12 @@ from fairseq.tasks import register_task
 
 from ..criterions.pare_losses import AUX_WEIGHTS, pare_aux_weight
 from ..data.source_features import load_source_features
+from ..metrics.alignment import rank_and_world
 from ..models.crossmodal.embedders import Embedder2D
 from ..models.crossmodal.pare import PHASES, RELEASED_REPLACE, REPLACE_CHOICES
 from ..models.crossmodal.pare_schedule import PareSchedule
 from ..models.crossmodal.pare_source import SourceBatches, check_source_rows
-from .orca import OrcaConfig, OrcaTask, _world
+from .orca import OrcaConfig, OrcaTask
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class PareTask(OrcaTask):
             batch = kwargs.get("max_sentences", args[1] if len(args) > 1 else None)
             if not batch:
                 raise ValueError("--task pare needs --batch-size (the source batch has exactly the target batch's size)")
-            rank, world = _world()
+            rank, world = rank_and_world()
             check_source_rows(self.source_xs.shape[0], batch, f"{self.source_option} {self.source_path}", world)
             self.source_batches = SourceBatches(self.source_xs.shape[0], batch, self.cfg.seed, rank, world,
                                                 self.source_path)
