@@ -34,6 +34,10 @@ def _balanced(x, y, n, rng):
 
 
 def _write(out: Path, name: str, x, y, n_classes: int, sizes, source: str, rng) -> None:
+    """{train,valid,test}.npz of ``sizes`` rows (fractions of the rows when they are floats)."""
+    if isinstance(sizes[0], float):
+        n_valid, n_test = int(len(x) * sizes[1]), int(len(x) * sizes[2])
+        sizes = (len(x) - n_valid - n_test, n_valid, n_test)
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     order = rng.permutation(len(x))
@@ -52,10 +56,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rows", type=int, default=200, help="rows of each derived source task (train/valid/test 60/20/20 %)")
+    ap.add_argument("--rows", type=int, default=200,
+                    help="rows of each source task at most, half per class where the rarer class has enough "
+                         "(train/valid/test 60/20/20 %%)")
     args = ap.parse_args()
     out, rng = Path(args.out), np.random.default_rng(args.seed)
-    sizes = (int(args.rows * 0.6), int(args.rows * 0.2), int(args.rows * 0.2))
+    sizes = (0.6, 0.2, 0.2)  # of the rows a derived task has after balancing
 
     pol = SOURCES["polarity"]()
     pol_x = pol.x_train
