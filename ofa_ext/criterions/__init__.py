@@ -1,3 +1,4 @@
 """Registered fairseq criterions."""
 
 from . import label_smoothed_ce  # noqa: F401
+from . import crossmodal_loss  # noqa: F401

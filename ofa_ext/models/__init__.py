@@ -1,3 +1,4 @@
 """Models: the OFA backbone (`ofa/`), its fairseq registration and the PETL layer library."""
 
 from . import registered  # noqa: F401  (registers model `ofa` and its archs)
+from .crossmodal import model as _crossmodal_model  # noqa: F401,E402  (registers model `crossmodal_model`)

@@ -1,3 +1,4 @@
 """Registered fairseq tasks."""
 
 from . import refcoco  # noqa: F401
+from . import crossmodal_finetune  # noqa: F401
