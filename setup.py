@@ -57,6 +57,7 @@ setup(
             "ofa-pieces=ofa_ext.cli.pieces:main",
             "ofa-task-embedding=ofa_ext.cli.task_embedding:main",
             "ofa-make-array-data=ofa_ext.cli.make_array_data:main",
+            "ofa-extract-features=ofa_ext.cli.extract_features:main",
         ]
     },
 )

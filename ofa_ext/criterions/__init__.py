@@ -2,3 +2,4 @@
 
 from . import label_smoothed_ce  # noqa: F401
 from . import crossmodal_loss  # noqa: F401
+from . import crossmodal_adaptation  # noqa: F401
