@@ -60,8 +60,10 @@ def write_table(path: PathLike, table: FeatureTable) -> None:
             raise ValueError(f"{path}: {name} must have {n} rows, got {tuple(getattr(table, name).shape)}")
     header = {"format": FORMAT, **table.header, "rows": n, "width": int(table.features.shape[1])}
     meta = {k: json.dumps(v) for k, v in header.items()}
-    tensors = {"features": table.features.float().contiguous(), "labels": table.labels.long().contiguous(),
-               "index": table.index.long().contiguous(), "view": table.view.long().contiguous()}
+    tensors = {name: getattr(table, name).clone().contiguous() for name in ("features", "labels", "index", "view")}
+    tensors["features"] = tensors["features"].float()
+    for name in ("labels", "index", "view"):
+        tensors[name] = tensors[name].long()
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
 
