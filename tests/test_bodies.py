@@ -79,6 +79,8 @@ def test_forward_from_outside_embeddings_and_shape_checks(hf_root):
         body(torch.randn(2, 5, 7))
     with pytest.raises(ValueError, match="exceed the body's maximum length 64"):
         body(torch.randn(1, 65, body.width))
+    with pytest.raises(ValueError, match=r"padding_mask must be bool .* True = pad"):
+        body(x, torch.ones(2, 5, dtype=torch.long))  # an HF attention mask passed by mistake
 
 
 def _ofa_nano():

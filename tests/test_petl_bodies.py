@@ -279,3 +279,20 @@ def test_backbone_freeze_options_apply_with_and_without_petl():
     model = apply_petl(OFAModel.build_from_config(lora, small_dictionary()), lora)
     assert not model.encoder.embed_tokens.weight.requires_grad  # the backbone option wins over --train-head
     assert model.encoder.layers[0].self_attn.q_proj.lora_A.requires_grad
+
+
+@pytest.mark.parametrize("kind", ["bert", "clip-vision", "ofa_encoder"])
+@pytest.mark.parametrize("opts", [{}, dict(bitfit=True, bitfit_scope="all", train_layernorm=True, lora=True)])
+def test_outside_embedder_leaves_no_trainable_parameter_unused(kind, opts, hf_root):
+    """After use_external_inputs() the native embedding is frozen and never opted in: with full
+    tuning and with every opt-in, exactly the trainable parameters get gradients (DDP-safe)."""
+    body, _, _ = build(kind, hf_root)
+    body.use_external_inputs()
+    if opts:
+        api.apply_petl(body, **opts)
+    body.train()
+    hidden = body(torch.randn(2, 5, body.width))
+    (hidden.square().mean() + body.project(body.pool(hidden)).square().mean()).backward()  # CLIP: pool/project
+    trainable = {n for n, p in body.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in body.named_parameters() if p.grad is not None}
+    assert not any(".embeddings." in n or "embed_tokens" in n for n in trainable)

@@ -16,6 +16,10 @@ adaptation reads its pooled, projected features. Every body offers
 * ``pool(hidden, padding_mask)`` (the model's own sentence/image summary: CLS, EOS or mean) and
   ``project(pooled)`` (CLIP's projection to the joint space; identity elsewhere).
 
+An embedder in front of a body calls :meth:`Body.use_external_inputs` once: the native embedding
+is then off the forward path, so it is frozen and never opted in by PETL (no trainable parameter
+goes unused, which DDP refuses).
+
 PETL hook (the body knows nothing of PETL): ``input_prompt`` is ``None`` or a module called as
 ``input_prompt(embeds, padding_mask) -> (embeds', padding_mask')`` that prepends ``P =
 input_prompt.length`` tokens. :meth:`Body.forward` calls it, runs :meth:`Body.encode` on the longer
@@ -24,6 +28,7 @@ Prompt tokens carry no position: HF bodies add positions inside ``embed``, befor
 prepended, and the OFA body gives prompt rows/columns zero position bias.
 """
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, NamedTuple, Optional
 
@@ -43,6 +48,8 @@ class SiteTable:
     ``bitfit``: BitFit scope -> regular expression over parameter names (full match).
     ``never_train``: parameters outside the forward pass, skipped by every opt-in.
     ``head``: parameters ``--train-head`` opts in (empty: the body has no head).
+    ``embedding``: parameters used only by ``embed`` (the native input embedding), off the path
+    once an outside embedder feeds the body (:meth:`Body.use_external_inputs`).
     ``layer_norm_types``: the modules ``--train-layernorm`` opts in.
     """
 
@@ -51,6 +58,7 @@ class SiteTable:
     bitfit: Dict[str, str]
     never_train: str = r"(?!)"  # matches nothing
     head: str = r"(?!)"
+    embedding: str = r"(?!)"
     layer_norm_types: tuple = (nn.LayerNorm,)
 
 
@@ -75,6 +83,7 @@ class Body(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.input_prompt: Optional[nn.Module] = None  # PETL hook, see the module docstring
+        self.external_inputs = False  # True: an outside embedder feeds forward(), embed() is unused
 
     # -- to implement ----------------------------------------------------------------------
     def embed(self, inputs: Tensor, padding_mask: Optional[Tensor] = None) -> BodyInput:
@@ -94,9 +103,9 @@ class Body(nn.Module):
         """(B, T, d) embeddings → (B, T', d_out) hidden states of the caller's own positions."""
         if embeds.dim() != 3 or embeds.shape[-1] != self.width:
             raise ValueError(f"{self.kind}: embeddings of shape (B, T, {self.width}) expected, got {tuple(embeds.shape)}")
-        if padding_mask is not None and padding_mask.shape != embeds.shape[:2]:
-            raise ValueError(f"{self.kind}: padding_mask of shape {tuple(embeds.shape[:2])} expected, "
-                             f"got {tuple(padding_mask.shape)}")
+        if padding_mask is not None and (padding_mask.shape != embeds.shape[:2] or padding_mask.dtype != torch.bool):
+            raise ValueError(f"{self.kind}: padding_mask must be bool of shape {tuple(embeds.shape[:2])} with True = pad "
+                             f"(the opposite of an HF attention mask), got {padding_mask.dtype} {tuple(padding_mask.shape)}")
         if embeds.shape[1] > self.max_length:
             raise ValueError(f"{self.kind}: {embeds.shape[1]} tokens exceed the body's maximum length {self.max_length}")
         prompt_length = 0
@@ -105,6 +114,16 @@ class Body(nn.Module):
             prompt_length = int(self.input_prompt.length)
         hidden = self.encode(embeds, padding_mask, layout, prompt_length)
         return hidden[:, prompt_length:] if prompt_length else hidden
+
+    def use_external_inputs(self) -> "Body":
+        """Declare that an outside embedder feeds :meth:`forward`: freeze the native embedding
+        (``sites.embedding``), which PETL then never opts in either."""
+        self.external_inputs = True
+        pattern = re.compile(self.sites.embedding)
+        for name, p in self.named_parameters():
+            if pattern.fullmatch(name):
+                p.requires_grad_(False)
+        return self
 
     def pool(self, hidden: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         """(B, T, d) → (B, d): the first token (BERT/ViT CLS); bodies override with their own rule."""

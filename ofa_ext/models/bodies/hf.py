@@ -35,7 +35,7 @@ def _table(name: str, layer: str, q: str, k: str, v: str, o: str, fc1: str, fc2:
     sites = {s: rf"{layer}\.{p}" for s, p in sites.items()}
     # "pi_tuning" scope on HF layers: the layer norms' and the FFN's biases, as π-Tuning's rule on OFA
     bitfit = {"pi_tuning": rf"{layer}\.({norms}|{fc1}|{fc2})\.bias", "all": r"(.*\.)?bias"}
-    return SiteTable(name=name, sites=sites, bitfit=bitfit, head=head)
+    return SiteTable(name=name, sites=sites, bitfit=bitfit, head=head, embedding=r"model\.embeddings\..*")
 
 
 BERT_SITES = _table(
@@ -263,7 +263,12 @@ def _sentence_pooling(path: str) -> str:
 
 def load_hf_body(path: str, tower: Optional[str] = None, random_init: bool = False) -> HFBody:
     """The body of a local Hugging Face folder (``random_init``: same architecture, fresh weights)."""
+    import transformers
     from transformers import AutoConfig, AutoModel
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise ImportError(f"hf:{path}: Hugging Face bodies follow the module layout of transformers >= 5 "
+                          f"(found {transformers.__version__}); install the version in constraints.txt")
 
     check_hf_folder(path, need_weights=not random_init)
     try:
@@ -279,7 +284,10 @@ def load_hf_body(path: str, tower: Optional[str] = None, random_init: bool = Fal
     if tower is not None and model_type != "clip":
         raise ValueError(f"hf:{path}#{tower}: towers exist only for CLIP models, this is {model_type!r}")
     model = AutoModel.from_config(config) if random_init else AutoModel.from_pretrained(path, local_files_only=True)
-    model.eval()
+    return _wrap(model, model_type, tower, path).eval()
+
+
+def _wrap(model: nn.Module, model_type: str, tower: Optional[str], path: str) -> HFBody:
     if model_type in ("bert", "roberta", "xlm-roberta"):
         return BertFamilyBody(model, model_type, pooling=_sentence_pooling(path))
     if model_type == "vit":

@@ -22,6 +22,9 @@ from .base import Body, BodyInput, SiteTable
 _LAYER = r"(encoder|decoder)\.layers\.\d+"
 _ATTN = _LAYER + r"\.(self_attn|encoder_attn)"
 
+#: encoder modules used only for images: outside the path of a text-only body (``OFABody(images=False)``)
+IMAGE_PATH = ("embed_images", "image_proj", "patch_layernorm_embedding", "embed_image_positions", "image_pos_ln",
+              "image_rel_pos_table_list")
 #: OFA's module names (full match), for the encoder-decoder and for the encoder body alike (the body
 #: keeps the encoder at ``encoder``). Unchanged from ``petl/inject.py`` before bodies existed.
 OFA_SITES = SiteTable(
@@ -43,12 +46,11 @@ OFA_SITES = SiteTable(
     # image-code modules never in the forward pass ofa_ext runs (DDP: no unused trainable parameter)
     never_train=r"decoder\.(image_pos_ln|code_layernorm_embedding)\..*",
     head=r"(.*\.)?(embed_tokens|output_projection)\.[^.]+",
+    # used only by OFABody.embed: the text embedding and the whole image path
+    embedding=rf"encoder\.(embed_tokens|layernorm_embedding|type_embedding|{'|'.join(IMAGE_PATH)})\..*",
 )
 
 
-#: encoder modules used only for images: outside the path of a text-only body (``OFABody(images=False)``)
-IMAGE_PATH = ("embed_images", "image_proj", "patch_layernorm_embedding", "embed_image_positions", "image_pos_ln",
-              "image_rel_pos_table_list")
 OFA_TEXT_SITES = dataclasses.replace(
     OFA_SITES, name="ofa_text",
     never_train=rf"({OFA_SITES.never_train}|encoder\.({'|'.join(IMAGE_PATH)})\..*)",

@@ -15,12 +15,12 @@ from typing import Any, Dict, Iterable, List, Sequence, Set
 from torch import nn
 
 from .config import PETLConfig
-from .sites import layer_norm_parameters, matching_parameters
+from .sites import layer_norm_parameters, matching_parameters, never_trained
 
 
 def opt_in_parameters(model: nn.Module, cfg: PETLConfig) -> Dict[str, Set[str]]:
     """{option: parameter names it opts in}, for the options switched on; never-trained ones removed."""
-    never = set(matching_parameters(model, "never_train"))
+    never = never_trained(model)
     chosen: Dict[str, Set[str]] = {}
     if cfg.bitfit:
         chosen[f"--bitfit-scope={cfg.bitfit_scope}"] = set(matching_parameters(model, f"bitfit:{cfg.bitfit_scope}"))

@@ -75,6 +75,17 @@ def matching_parameters(model: nn.Module, key: str) -> Iterator[str]:
                 yield name
 
 
+def never_trained(model: nn.Module) -> set:
+    """Parameters no opt-in may select: the tables' ``never_train``, and the native embedding of
+    bodies fed by an outside embedder (``Body.use_external_inputs``)."""
+    names = set(matching_parameters(model, "never_train"))
+    for scope in scopes(model):
+        if scope.body is not None and scope.body.external_inputs:
+            pattern = re.compile(scope.full(scope.table.embedding))
+            names.update(n for n, _ in model.named_parameters(remove_duplicate=False) if pattern.fullmatch(n))
+    return names
+
+
 def layer_norm_parameters(model: nn.Module) -> Iterator[str]:
     """Parameters of the LayerNorm modules inside the scopes (``--train-layernorm``)."""
     for scope in scopes(model):
