@@ -186,3 +186,38 @@ def test_heads_match_their_formulas():
     torch.testing.assert_close(ada(x), 100.0 * (0.2 * a + 0.8 * f) @ manual.T, rtol=1e-5, atol=1e-4)
     rand = XModalHead(XModalHeadConfig(classifier_init="random"), zs)
     assert not torch.allclose(rand.linear.weight, zs)
+
+
+def _grid_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "run_scripts" / "xmodal" / "grid.py"
+    spec = importlib.util.spec_from_file_location("xmodal_grid", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_grid_reads_fairseq_logs_and_selects_by_validation_per_seed():
+    grid = _grid_module()
+    log = "\n".join([
+        '2026 | INFO | valid | {"epoch": 1, "valid_accuracy": "50", "valid_num_updates": "100"}',
+        '2026 | INFO | test | {"epoch": 1, "test_accuracy": "40", "test_accuracy_wiseft": "41", '
+        '"test_accuracy_zeroshot": "30", "test_num_updates": "100"}',
+        '2026 | INFO | valid | {"epoch": 2, "valid_accuracy": "75", "valid_num_updates": "200"}',
+        '2026 | INFO | test | {"epoch": 2, "test_accuracy": "60", "test_num_updates": "200"}',
+        '2026 | INFO | valid | {"epoch": 3, "valid_accuracy": "75", "valid_num_updates": "300"}',
+        '2026 | INFO | test | {"epoch": 3, "test_accuracy": "90", "test_num_updates": "300"}',
+    ])
+    evals = grid.parse_log(log)
+    assert [s for s, _ in evals] == [100, 200, 300] and evals[0][1]["test_accuracy_wiseft"] == 41.0
+    a = {"config": {"lr": 1e-3}, "evals": evals}
+    b = {"config": {"lr": 1e-4}, "evals": [(200, {"valid_accuracy": 75.0, "test_accuracy": 10.0})]}
+    sel = grid.select([a, b])  # ties: the earlier step (200, not 300), then the earlier configuration
+    assert (sel["config"], sel["step"], sel["test"]) == ({"lr": 1e-3}, 200, 60.0)
+    assert grid.select([b, a])["config"] == {"lr": 1e-4}
+    c = {"config": {"lr": 1e-5}, "evals": [(100, {"valid_accuracy": 75.0, "test_accuracy": 20.0})]}
+    assert grid.select([a, c])["config"] == {"lr": 1e-5}  # an earlier step beats an earlier configuration
+    assert grid.mean_std([60.0, 70.0]) == [65.0, 5.0] and grid.mean_std([None]) == [None, None]
+    assert set(grid.GRIDS["linear"]["lr"]) == {1e-3, 1e-4} and grid.GRIDS["adapter"]["batch"] == [8]
