@@ -32,7 +32,7 @@ grid() {  # grid NAME FEATURES BATCH_UNI BATCH_CROSS
 }
 
 echo "-- (b) MINIATURE, text only: MiniLM on Pang-Lee polarity (text samples + label-name texts)"
-[[ -f "$WORK/polarity/test.npz" ]] || ofa-make-array-data polarity --out "$WORK/polarity" > /dev/null
+[[ -f "$WORK/polarity/test.npz" ]] || python -m ofa_ext.cli.make_array_data polarity --out "$WORK/polarity" > /dev/null
 printf 'neg\tnegative\npos\tpositive\n' > "$WORK/polarity/classes.txt"
 extract --body minilm --data "$WORK/polarity" --classnames "$WORK/polarity/classes.txt" --out "$WORK/polarity_features" \
   --template "a {} movie review." --template "the sentiment is {}." --template "this film is {}."
