@@ -22,7 +22,8 @@ else
 fi
 mkdir -p "$WORK" "$XOUT"
 extract() { python -m ofa_ext.cli.extract_features "$@" | tail -n 1 > /dev/null; }
-grid() {  # grid NAME FEATURES BATCH_UNI BATCH_CROSS
+grid() {  # grid NAME FEATURES BATCH_UNI BATCH_CROSS (a finished grid is kept: delete $WORK/NAME_*.json to rerun)
+  if [[ -f "$WORK/$1_uni.json" && -f "$WORK/$1_cross.json" ]]; then echo "   (kept: $WORK/$1_*.json)"; return; fi
   python run_scripts/xmodal/grid.py --features "$2" --out "$XOUT/$1_image_only" --modality uni_modal --init random \
     --lrs 1e-3 --weight-decays 1e-4 --batches "$3" --shots "$SHOTS" --seeds "$SEEDS" --max-update "$UPDATES" \
     --jobs "$JOBS" | tail -n 1 > "$WORK/$1_uni.json"
