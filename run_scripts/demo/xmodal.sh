@@ -12,12 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 QUICK=${QUICK:-0}
 OUT=${OUT:-results/demo}
-XOUT=${XOUT:-results/xmodal}
 WORK=${WORK:-$OUT/work}/xmodal
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONWARNINGS=ignore
 if [[ "$QUICK" == "1" ]]; then
+  XOUT=${XOUT:-$OUT/xmodal}
   SHOTS=1; SEEDS=1; UPDATES=40; PRETRAIN=60; JOBS=2
 else
+  XOUT=${XOUT:-results/xmodal}            # the tables the README points to
   SHOTS=${SHOTS:-1,2,4}; SEEDS=${SEEDS:-1,2,3}; UPDATES=${UPDATES:-300}; PRETRAIN=${PRETRAIN:-400}; JOBS=${JOBS:-2}
 fi
 mkdir -p "$WORK" "$XOUT"
