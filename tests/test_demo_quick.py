@@ -24,7 +24,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert proc.returncode == 0, log[-6000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("demo: ")]
     for prefix in ("demo: grounding acc@0.5=", "demo: petl adapter acc@0.5=", "demo: petl lora acc@0.5=",
-                   "demo: similarity ", "demo: interpolation acc@0.5="):
+                   "demo: similarity ", "demo: interpolation acc@0.5=", "demo: xmodal 1shot image-only="):
         assert any(line.startswith(prefix) for line in lines), (prefix, lines)
     assert json.loads((out / "grounding" / "summary.json").read_text())["n"] > 0
     petl = json.loads((out / "petl" / "petl.json").read_text())
