@@ -71,6 +71,11 @@ for name, title in (("polarity", "(b) text-only mechanics: MiniLM-L6, Pang-Lee p
     if name == "objects":
         s = min(uni, key=int)
         final = (s, uni[s]["test"][0], cross[s]["test"][0], cross[s]["test_zeroshot"][0])
+clip = json.load(open(f"{work}/tiny_clip/MINIATURE.json"))
+lines += ["Made by `bash run_scripts/demo/xmodal.sh` (per-run logs: `*/runs.jsonl`, selections: `*/summary.json`).",
+          f"Tiny CLIP: {clip['steps']} contrastive steps, batch {clip['batch_size']}, {clip['pool']} generated "
+          f"image-caption pairs, {clip['image_size']} px; loss {clip['loss_first']:.2f} -> {clip['loss_last']:.2f}.",
+          "Validation: min(4, shots) images per class; every 100 updates; 300 updates per run.", ""]
 open(f"{xout}/README.md", "w").write("\n".join(lines))
 print("\n".join(lines))
 s, u, c, z = final
