@@ -63,9 +63,12 @@ def test_petl_trains_only_pieces_embedder_and_head(flags, piece, bert_dir, tmp_p
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_full_finetuning_trains_everything(bert_dir, tmp_path):
+def test_full_finetuning_trains_everything_on_the_path(bert_dir, tmp_path):
     model, _ = build(make_data(tmp_path / "d"), bert_dir)
-    assert trainable(model) == {n for n, _ in model.named_parameters()}
+    native = {n for n, _ in model.named_parameters() if n.startswith("body.model.embeddings.")}
+    assert native and trainable(model) == {n for n, _ in model.named_parameters()} - native
+    model(torch.randn(4, 2, 12)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
 def test_random_init_switches(bert_dir, tmp_path):

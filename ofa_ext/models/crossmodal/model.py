@@ -7,7 +7,8 @@ This is ORCA's refine stage without alignment (`specs/orca.md` §9): every part 
 ``--body-random-init`` the body keeps its architecture but starts from fresh weights (ORCA's
 from-scratch baseline). With a PETL flag (``--lora``, ``--adapter``, ``--bitfit``,
 ``--input-prompt-length``) only those pieces, the embedder and the head train; the piece file then
-holds all three. The embedder starts from the body's input embedding as ORCA's code does
+holds all three. The body's own input embedding is off the path and frozen (only its values are
+copied into the embedder), so every trainable parameter gets a gradient. The embedder starts from the body's input embedding as ORCA's code does
 (``embedders.py``; ``--embedder-random-init`` for the paper's random start), the head at random.
 
 Bodies (``--body``, any spec of ``ofa_ext.api.load_body``): ``minilm`` (the pretrained
@@ -153,7 +154,8 @@ class CrossmodalModel(BaseFairseqModel):
             logger.info("crossmodal: %d dropout rates of the body set to %s", set_dropout(body, cfg.body_dropout),
                         cfg.body_dropout)
         body.train()
-        embedder = build_embedder(cfg, task.sample_shape, body)
+        embedder = build_embedder(cfg, task.sample_shape, body)  # copies from the native embedding first
+        body.use_external_inputs()  # the native embedding is off the path now: frozen, never a PETL opt-in
         head = build_head(cfg, task.cfg.target, task.n_outputs, body.out_width, embedder, task.target_shape)
         model = cls(embedder, body, head)
         return apply_petl(model, cfg, keep_trainable=TRAINABLE_BESIDE_PIECES)
