@@ -98,3 +98,25 @@ def test_shots_beyond_a_class_and_features_of_another_body(tmp_path):
     with pytest.raises(FeatureCacheError, match=r"valid\.image\.safetensors: made by body 'another-body' layer 0, but "
                        r"classes\.safetensors by 'test-body'"):
         task.load_dataset("valid")
+
+
+def test_two_cpu_processes_share_batches_and_reduce_validation_exactly(tmp_path):
+    """2 ranks: each update sums two batches (bsz 2 x 4), validation counts every row once over the
+    ranks (6 = 3 classes x 2 shots), the best checkpoint is written from the all-reduced accuracy."""
+    import json
+
+    data = write_features(tmp_path / "feats")
+    cmd = [sys.executable, "-m", "ofa_ext.cli.launch", "--nproc", "2", "--", str(data), "--user-dir", USER_DIR,
+           "--task", "crossmodal_adaptation", "--shots", "2", "--seed", "3", "--updates-per-epoch", "4",
+           "--arch", "xmodal_head", "--criterion", "xmodal_ce", "--optimizer", "adam", "--lr", "1e-2",
+           "--lr-scheduler", "fixed", "--batch-size", "4", "--max-update", "8", "--valid-subset", "valid",
+           "--best-checkpoint-metric", "accuracy", "--maximize-best-checkpoint-metric", "--no-epoch-checkpoints",
+           "--save-dir", str(tmp_path / "ckpt"), "--log-format", "json", "--log-interval", "1", "--num-workers", "0"]
+    proc = run(cmd, tmp_path, timeout=300)
+    log = proc.stdout + proc.stderr
+    valid = [json.loads(line[line.index("{"):]) for line in log.splitlines() if "valid_accuracy" in line]
+    train = [json.loads(line[line.index("{"):]) for line in log.splitlines() if '"train_inner"' in line or
+             ("train_inner" in line and "{" in line)]
+    assert valid and all(v["valid_bsz"] == "6" for v in valid)
+    assert train and all(t["bsz"] == "8" for t in train)
+    assert (tmp_path / "ckpt" / "checkpoint_best.pt").is_file()
