@@ -61,6 +61,7 @@ setup(
             "ofa-source-features=ofa_ext.cli.source_features:main",
             "ofa-transferability=ofa_ext.cli.transferability:main",
             "ofa-epoch-report=ofa_ext.evaluation.epoch_report:main",
+            "ofa-extract-features=ofa_ext.cli.extract_features:main",
         ]
     },
 )

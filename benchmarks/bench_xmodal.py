@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Cross-modal adaptation: fairseq's overhead on tiny steps, feature extraction speed and memory.
+
+    python benchmarks/bench_xmodal.py [--updates 2000] [--classes 100] [--width 512] [--batch 32]
+
+1. Training from cached features: ``fairseq-train --task crossmodal_adaptation`` (its own ``ups``
+   meter over an epoch, start-up excluded) vs a plain PyTorch loop over the same tensors and the
+   same two-stream batches (XModalHead, AdamW, mean cross-entropy), run side by side in one run.
+2. ``ofa-extract-features`` on a tiny CLIP (random weights, saved with save_pretrained) over a
+   generated image folder: images/s with 0 and 2 DataLoader workers, peak RSS of each extraction
+   process (``ru_maxrss``). Every extraction runs in a fresh process; images/s counts the split's
+   extraction (decode, crop, forward, write), not the start-up and model loading.
+Last line: JSON.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ofa_ext.data.features import few_shot_rows, read_table  # noqa: E402
+from ofa_ext.data.features_dataset import two_stream_batches  # noqa: E402
+from ofa_ext.models.crossmodal.adaptation import XModalHead, XModalHeadConfig  # noqa: E402
+from tests.xmodal_helpers import write_features  # noqa: E402
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
+
+
+def fairseq_ups(data: Path, a) -> float:
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", str(REPO / "ofa_ext"), "--cpu",
+           "--task", "crossmodal_adaptation", "--shots", str(a.shots), "--updates-per-epoch", str(a.updates),
+           "--arch", "xmodal_head", "--criterion", "xmodal_ce", "--optimizer", "adam", "--lr", "1e-3",
+           "--weight-decay", "1e-4", "--lr-scheduler", "cosine", "--warmup-updates", "50", "--warmup-init-lr", "1e-5",
+           "--batch-size", str(a.batch), "--max-update", str(a.updates), "--disable-validation", "--no-save",
+           "--log-format", "json", "--log-interval", str(a.updates), "--num-workers", "0"]
+    log = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=3600)
+    out = log.stdout + log.stderr
+    m = re.findall(r'"train_ups": "([0-9.]+)"', out)
+    if not m:
+        raise RuntimeError(out[-3000:])
+    return float(m[-1])
+
+
+def plain_ups(data: Path, a) -> float:
+    text = read_table(data / "classes.safetensors")
+    train = read_table(data / "train.image.safetensors")
+    rows = few_shot_rows(train, a.shots, 1, "train")
+    feats, labels = torch.cat([text.features, train.features[rows]]), torch.cat([text.labels, train.labels[rows]])
+    from ofa_ext.models.crossmodal.adaptation import zeroshot_weights
+
+    model = XModalHead(XModalHeadConfig(), zeroshot_weights(text.features, text.labels, a.classes))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.updates)
+    batches = two_stream_batches(len(text), len(rows), a.batch // 2, a.batch - a.batch // 2, 1, 1, a.updates)
+    start = time.perf_counter()
+    for b in batches:
+        b = torch.as_tensor(b)
+        loss = F.cross_entropy(model(feats[b]), labels[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return a.updates / (time.perf_counter() - start)
+
+
+EXTRACT = """
+import json, resource, sys, time
+sys.argv = ["x"]
+from ofa_ext.cli.extract_features import build_parser, run
+args = build_parser().parse_args({argv!r})
+t = time.perf_counter(); r = run(args); dt = time.perf_counter() - t
+print(json.dumps({{"seconds_with_start": dt, "seconds": r["train"]["seconds"], "rows": r["train"]["rows"],
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def extraction(root: Path, workers: int, n_images: int) -> dict:
+    argv = ["--body", f"hf:{root / 'clip'}", "--data", str(root / "images"), "--classnames",
+            str(root / "images" / "classes.txt"), "--out", str(root / f"feats{workers}"), "--splits", "train",
+            "--templates", "vanilla", "--workers", str(workers), "--batch-size", "32", "--train-views", "center"]
+    proc = subprocess.run([sys.executable, "-c", EXTRACT.format(argv=argv)], capture_output=True, text=True, env=ENV,
+                          timeout=3600)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-3000:])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["images_per_s"] = n_images / res["seconds"]  # the split's extraction, model loading excluded
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--updates", type=int, default=2000)
+    p.add_argument("--classes", type=int, default=100)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--shots", type=int, default=16)
+    p.add_argument("--images-per-class", type=int, default=40)
+    p.add_argument("--skip-train", action="store_true", help="only the extraction rows")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    result = {"config": vars(a)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = write_features(tmp / "feats", n_classes=a.classes, width=a.width, per_class=(a.shots, 4, 4),
+                              templates=1, views=2)
+        if not a.skip_train:
+            plain = [plain_ups(data, a)]
+            fair = [fairseq_ups(data, a)]
+            plain.append(plain_ups(data, a))
+            result["train"] = {"fairseq_ups": fair[0], "plain_ups": max(plain), "ratio": fair[0] / max(plain)}
+            print(f"training from cached features: fairseq {fair[0]:.0f} updates/s, plain loop {max(plain):.0f} "
+                  f"updates/s, ratio {fair[0] / max(plain):.2f}")
+        from tests.xmodal_helpers import image_folders, tiny_clip_folder
+
+        tiny_clip_folder(tmp)
+        classes = tuple(f"c{i}" for i in range(8))
+        image_folders(tmp / "images", classes=classes, counts=(a.images_per_class, 0, 0), size=(64, 48))
+        n = len(classes) * a.images_per_class
+        result["extract"] = {f"workers_{w}": extraction(tmp, w, n) for w in (0, 2)}
+        for w, r in result["extract"].items():
+            print(f"extraction {w}: {r['images_per_s']:.1f} images/s, peak RSS {r['maxrss_mb']:.0f} MB")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

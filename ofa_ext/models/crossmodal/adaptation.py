@@ -1,0 +1,89 @@
+"""Heads of cross-modal few-shot adaptation (Lin et al., ``engine/model/head.py``, ``logit.py``).
+
+``logits = exp(s) · head(f / ‖f‖₂)`` with ``s`` fixed (4.60517: exp(s) = 100, CLIP's scale;
+4.0 for partial fine-tuning). Heads: ``linear`` (``Linear(D, C, bias=False)``) and ``adapter``
+(CLIP-Adapter: ``x ↦ 0.2·a(x) + 0.8·x``, ``a = ReLU ∘ Linear(D/4→D) ∘ ReLU ∘ Linear(D→D/4)``, no
+biases, then the linear head). Zero-shot init: row c = normalise(mean over templates of the class
+text features) — averaged before normalising. The zero-shot rows stay in a buffer for the
+evaluation heads: ``zeroshot`` and WiSE-FT ``(1 − α)·W + α·normalise_rows(W_zs)`` (adapter: its
+final linear layer only).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model
+from torch import Tensor, nn
+
+HEADS = ("linear", "adapter")
+INITS = ("zeroshot", "random")
+
+
+def zeroshot_weights(features: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """(C, D): per class, the mean of its text rows, then L2-normalised."""
+    sums = torch.zeros(n_classes, features.shape[1], dtype=torch.float64).index_add_(0, labels, features.double())
+    counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).unsqueeze(1)
+    return F.normalize((sums / counts).float(), dim=-1)
+
+
+class ClipAdapter(nn.Module):
+    """CLIP-Adapter's residual bottleneck: ``ratio·a(x) + (1 − ratio)·x``."""
+
+    def __init__(self, width: int, reduction: int = 4, ratio: float = 0.2, device=None, dtype=None):
+        super().__init__()
+        self.down = nn.Linear(width, width // reduction, bias=False, device=device, dtype=dtype)
+        self.up = nn.Linear(width // reduction, width, bias=False, device=device, dtype=dtype)
+        self.ratio = ratio
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ratio * F.relu(self.up(F.relu(self.down(x)))) + (1 - self.ratio) * x
+
+
+@dataclass
+class XModalHeadConfig(FairseqDataclass):
+    head: str = field(default="linear", metadata={"help": "linear | adapter (CLIP-Adapter, then a linear head)"})
+    classifier_init: str = field(default="zeroshot", metadata={
+        "help": "zeroshot (rows = normalised mean text feature of the class) | random (PyTorch Linear init)"})
+    logit_scale: float = field(default=4.60517, metadata={
+        "help": "fixed log logit scale s (exp(s)=100, CLIP's; released partial fine-tuning: 4.0)"})
+    adapter_ratio: float = field(default=0.2, metadata={"help": "CLIP-Adapter residual ratio"})
+
+
+@register_model("xmodal_head", dataclass=XModalHeadConfig)
+class XModalHead(BaseFairseqModel):
+    """Normalise → (adapter) → linear, times the fixed scale; ``forward(features (B, D)) -> (B, C)``."""
+
+    def __init__(self, cfg: XModalHeadConfig, zeroshot: Tensor):
+        super().__init__()
+        if cfg.head not in HEADS or cfg.classifier_init not in INITS:
+            raise ValueError(f"--head must be one of {HEADS} and --classifier-init one of {INITS}, "
+                             f"got {cfg.head!r}, {cfg.classifier_init!r}")
+        n_classes, width = zeroshot.shape
+        self.adapter = ClipAdapter(width, ratio=cfg.adapter_ratio) if cfg.head == "adapter" else None
+        self.linear = nn.Linear(width, n_classes, bias=False)
+        if cfg.classifier_init == "zeroshot":
+            with torch.no_grad():
+                self.linear.weight.copy_(zeroshot)
+        self.register_buffer("zeroshot", zeroshot.clone())
+        self.scale = float(torch.tensor(cfg.logit_scale).exp())
+
+    @classmethod
+    def build_model(cls, cfg: XModalHeadConfig, task):
+        return cls(cfg, task.zeroshot_weights())
+
+    def features(self, x: Tensor) -> Tensor:
+        x = F.normalize(x.float(), dim=-1)
+        return x if self.adapter is None else self.adapter(x)
+
+    def forward(self, features: Tensor, weight: Tensor = None) -> Tensor:
+        w = self.linear.weight if weight is None else weight
+        return self.scale * F.linear(self.features(features), w)
+
+    def wise_ft_weight(self, alpha: float) -> Tensor:
+        return (1 - alpha) * self.linear.weight + alpha * F.normalize(self.zeroshot, dim=-1)
+
+    def zeroshot_logits(self, features: Tensor) -> Tensor:
+        """The text classifier on the raw normalised features (no adapter)."""
+        return self.scale * F.linear(F.normalize(features.float(), dim=-1), self.zeroshot)

@@ -1,0 +1,82 @@
+"""Frozen feature extractors for cross-modal adaptation: one body spec → image and text features.
+
+The two streams of one body are pooled and projected the same way, so text rows and image rows
+live in one space:
+
+* ``hf:DIR`` of a CLIP model: the vision tower (CLS → ``post_layernorm`` → ``visual_projection``)
+  and the text tower (end-of-text token → ``text_projection``), i.e. CLIP's projected embeddings;
+  the tokenizer is the folder's own (``AutoTokenizer``, local files only).
+* ``minilm`` / ``hf:DIR`` of a BERT-family model: text only (the body's pooling), for the
+  text-only mechanics check where documents are the samples.
+
+Layer index 0 (the final features) is the only one implemented: partial fine-tuning, which caches
+at the input of the last block, is not (yet) available, and any other ``--layer`` is refused.
+Features are returned un-normalised (the head normalises, as the released code).
+"""
+
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+from ...api import load_body, parse_body_spec
+
+
+class FeatureEncoder:
+    """``encode_images([B, 3, s, s]) -> [B, D]``, ``encode_texts(list) -> [B, D]``; eval mode, no grad."""
+
+    def __init__(self, spec: str, layer: int = 0) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from ..bodies.hf import minilm_dir
+
+        if layer != 0:
+            raise ValueError(f"--layer {layer}: only layer 0 (final features) is implemented; partial fine-tuning "
+                             "(features at the input of the last block) is not")
+        scheme, where, tower = parse_body_spec(spec)
+        if scheme == "ofa":
+            raise ValueError(f"--body {spec}: OFA bodies are not supported by ofa-extract-features yet "
+                             "(CLIP hf:DIR and text bodies are)")
+        if tower is not None:
+            raise ValueError(f"--body {spec}: give the CLIP folder without '#{tower}'; both towers are used")
+        folder = minilm_dir() if scheme == "minilm" else where
+        self.spec, self.layer, self.folder = spec, layer, folder
+        model_type = AutoConfig.from_pretrained(folder, local_files_only=True).model_type
+        self.vision = None
+        if model_type == "clip":
+            self.vision = load_body(f"hf:{folder}#vision").eval()
+            self.text = load_body(f"hf:{folder}#text").eval()
+        else:
+            self.text = load_body(spec).eval()
+            if self.text.modality != "text":
+                raise ValueError(f"--body {spec}: a CLIP folder or a text body is expected, got {self.text.kind}")
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.image_size: Optional[int] = None if self.vision is None else int(self.vision.config.image_size)
+
+    @property
+    def kinds(self) -> tuple:
+        return ("image", "text") if self.vision is not None else ("text",)
+
+    def identity(self) -> Dict[str, Any]:
+        """What a cache must match: the spec, the layer and the bodies' shapes."""
+        bodies = {"text": self.text.signature()}
+        if self.vision is not None:
+            bodies["vision"] = self.vision.signature()
+        return {"body": self.spec, "layer": self.layer, "signature": bodies}
+
+    @torch.no_grad()
+    def encode_images(self, images: Tensor) -> Tensor:
+        if self.vision is None:
+            raise ValueError(f"--body {self.spec}: a text body cannot encode images")
+        inp = self.vision.embed(images)
+        pooled = self.vision.pool(self.vision(*inp), inp.padding_mask)
+        return self.vision.project(pooled).float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: List[str]) -> Tensor:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.text.max_length,
+                               return_tensors="pt")
+        padding_mask = ~batch["attention_mask"].bool()
+        inp = self.text.embed(batch["input_ids"], padding_mask)
+        pooled = self.text.pool(self.text(*inp), inp.padding_mask)
+        return self.text.project(pooled).float()

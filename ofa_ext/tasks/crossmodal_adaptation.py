@@ -1,0 +1,186 @@
+"""Task ``crossmodal_adaptation``: few-shot classification with class-name texts as extra samples.
+
+Lin et al., CVPR 2023 (``specs/crossmodal_adaptation.md``). Trains a head on cached features
+(``ofa-extract-features``): each batch mixes rows of the class-name text table with few-shot image
+rows (``--modality uni_modal``: image rows only)::
+
+    fairseq-train features/pets --user-dir ofa_ext --task crossmodal_adaptation --shots 4 --seed 1 \
+        --arch xmodal_head --head linear --classifier-init zeroshot --criterion xmodal_ce \
+        --optimizer adam --adam-betas '(0.9,0.999)' --weight-decay 1e-4 --lr 1e-3 \
+        --lr-scheduler cosine --warmup-updates 50 --warmup-init-lr 1e-5 --max-update 12800 \
+        --batch-size 32 --valid-subset valid,test --best-checkpoint-metric accuracy \
+        --maximize-best-checkpoint-metric
+
+Few-shot protocol (CoOp): ``--shots n`` samples per class (every cached view of each) drawn from
+the train table with ``--seed``; validation = ``min(4, n)`` samples per class of the valid table
+with the same seed; ``test`` = the whole test table. An epoch is ``--updates-per-epoch`` updates
+(100: the released validation interval), so fairseq validates every 100 updates and keeps the best
+state on validation accuracy in ``checkpoint_best.pt``; the accuracy is an all-reduced sum, so
+every rank takes the same decision. Validation logs three heads: the trained one (``accuracy``),
+WiSE-FT (``accuracy_wiseft``, ``--wise-ft-alpha``) and the zero-shot text classifier
+(``accuracy_zeroshot``).
+
+Where we differ: a batch whose text (or image) half does not fit its table is refused with one
+line (the released sweep skips such batch sizes silently); the grid script reports the skip.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from fairseq.data import iterators
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+
+from ..data.features import CLASS_TABLE, FeatureCacheError, check_same_body, few_shot_rows, read_table, table_path
+from ..data.features_dataset import FeatureRows, split_batch, two_stream_batches
+
+logger = logging.getLogger(__name__)
+MODALITIES = ("cross_modal", "uni_modal")
+
+
+@dataclass
+class CrossmodalAdaptationConfig(FairseqDataclass):
+    data: str = field(default="", metadata={"help": "folder written by ofa-extract-features"})
+    shots: int = field(default=1, metadata={"help": "training samples per class (CoOp: 1, 2, 4, 8, 16); -1 = all"})
+    seed: int = field(default=1, metadata={"help": "seed of the few-shot draw and of the batch orders"})
+    max_val_shots: int = field(default=4, metadata={"help": "validation samples per class = min(this, --shots)"})
+    modality: str = field(default="cross_modal", metadata={
+        "help": "cross_modal (text rows + image rows per batch) | uni_modal (image rows only)"})
+    text_batch_ratio: float = field(default=0.5, metadata={"help": "share of each batch taken from the text table"})
+    updates_per_epoch: int = field(default=100, metadata={
+        "help": "updates per fairseq epoch = the validation interval (released: 100)"})
+    wise_ft_alpha: float = field(default=0.5, metadata={
+        "help": "WiSE-FT evaluation head (1-a)*W + a*W_zeroshot, logged as accuracy_wiseft"})
+    body: Optional[str] = field(default=None, metadata={
+        "help": "if given, the features must have been made by this body spec (and --layer)"})
+    layer: int = field(default=0, metadata={"help": "layer index the features must have been cached at"})
+
+
+def _sample_table(folder: Path, split: str):
+    found = sorted(p for p in folder.glob(f"{split}.*.safetensors"))
+    if len(found) != 1:
+        raise FeatureCacheError(f"{folder}: expected one {split}.image.safetensors (or .text), found "
+                                f"{[p.name for p in found] or 'none'}")
+    return found[0], read_table(found[0])
+
+
+@register_task("crossmodal_adaptation", dataclass=CrossmodalAdaptationConfig)
+class CrossmodalAdaptationTask(FairseqTask):
+    cfg: CrossmodalAdaptationConfig
+
+    def __init__(self, cfg: CrossmodalAdaptationConfig, text_table):
+        super().__init__(cfg)
+        self.text_table = text_table
+        self.classnames = text_table.header["classnames"]
+        self.n_classes = len(self.classnames)
+        self.train_image_rows = 0
+
+    @classmethod
+    def setup_task(cls, cfg: CrossmodalAdaptationConfig, **kwargs):
+        if cfg.modality not in MODALITIES:
+            raise ValueError(f"--modality must be one of {MODALITIES}, got {cfg.modality!r}")
+        if not 0 <= cfg.text_batch_ratio < 1:
+            raise ValueError(f"--text-batch-ratio must be in [0, 1), got {cfg.text_batch_ratio}")
+        folder = Path(cfg.data)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"--data {cfg.data!r}: expected a folder written by ofa-extract-features")
+        path = table_path(folder, CLASS_TABLE, "text")
+        text = read_table(path)
+        if cfg.body is not None:
+            check_same_body(path, text.header, cfg.body, cfg.layer)
+        return cls(cfg, text)
+
+    def zeroshot_weights(self) -> torch.Tensor:
+        from ..models.crossmodal.adaptation import zeroshot_weights
+
+        return zeroshot_weights(self.text_table.features, self.text_table.labels, self.n_classes)
+
+    def _check_table(self, path: Path, table) -> None:
+        mine, theirs = self.text_table.header, table.header
+        for key in ("body", "layer", "signature"):
+            if mine.get(key) != theirs.get(key):
+                raise FeatureCacheError(f"{path}: made by body {theirs.get('body')!r} layer {theirs.get('layer')}, but "
+                                        f"{CLASS_TABLE}.safetensors by {mine.get('body')!r} layer {mine.get('layer')}")
+        if theirs.get("classnames") != self.classnames:
+            raise FeatureCacheError(f"{path}: its class names differ from those of {CLASS_TABLE}.safetensors")
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        cfg = self.cfg
+        path, table = _sample_table(Path(cfg.data), split)
+        self._check_table(path, table)
+        if split == "train":
+            rows = torch.arange(len(table)) if cfg.shots < 0 else few_shot_rows(table, cfg.shots, cfg.seed, path)
+        elif split == "valid":
+            shots = cfg.max_val_shots if cfg.shots < 0 else min(cfg.max_val_shots, cfg.shots)
+            rows = few_shot_rows(table, shots, cfg.seed, path, option="validation shots = min(--max-val-shots, --shots)")
+            rows = rows[table.view[rows] == 0]
+        else:
+            rows = torch.nonzero(table.view == 0).flatten()
+        feats, labels = table.features[rows], table.labels[rows]
+        is_text = torch.zeros(len(rows), dtype=torch.bool)
+        if split == "train":
+            self.train_image_rows = len(rows)
+            if cfg.modality == "cross_modal":
+                t = self.text_table
+                feats, labels = torch.cat([t.features, feats]), torch.cat([t.labels, labels])
+                is_text = torch.cat([torch.ones(len(t), dtype=torch.bool), is_text])
+        self.datasets[split] = FeatureRows(feats, labels, is_text)
+        logger.info("crossmodal_adaptation: %s: %d rows from %s (%s)", split, len(rows), path,
+                    f"{cfg.shots} shots, seed {cfg.seed}" if split != "test" else "all")
+
+    def batch_halves(self, batch_size: int) -> tuple:
+        """(text rows, image rows) per batch; one line and a stop when a half exceeds its table."""
+        text_half, image_half = split_batch(batch_size, self.cfg.text_batch_ratio if self.cfg.modality == "cross_modal"
+                                            else 0.0)
+        n_text = len(self.text_table) if self.cfg.modality == "cross_modal" else 0
+        if text_half > n_text or image_half > self.train_image_rows or image_half == 0:
+            raise ValueError(
+                f"--batch-size {batch_size}: the text half ({text_half} rows) must fit the text table "
+                f"({n_text} rows) and the image half ({image_half} rows) the {self.train_image_rows} few-shot image "
+                "rows; the released code skips such sizes silently, here the run stops: pick a smaller --batch-size")
+        return text_half, image_half
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, seed=1, num_shards=1,
+                           shard_id=0, num_workers=0, epoch=1, data_buffer_size=0, disable_iterator_cache=False,
+                           **kwargs):
+        if dataset is not self.datasets.get("train"):
+            return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions,
+                                              ignore_invalid_inputs, 1, seed, num_shards, shard_id, num_workers,
+                                              epoch, data_buffer_size, disable_iterator_cache, **kwargs)
+        if not max_sentences:
+            raise ValueError("crossmodal_adaptation: give --batch-size (rows per update and process)")
+        text_half, image_half = self.batch_halves(int(max_sentences))
+        n_text = len(dataset) - self.train_image_rows
+        steps = self.cfg.updates_per_epoch * num_shards  # every rank gets updates_per_epoch batches
+
+        def batches(_dataset, ep: int):  # fairseq calls it per epoch
+            return two_stream_batches(n_text, self.train_image_rows, text_half, image_half, self.cfg.seed, ep, steps)
+
+        return iterators.EpochBatchIterator(dataset=dataset, collate_fn=dataset.collater, batch_sampler=batches,
+                                            seed=seed, num_shards=num_shards, shard_id=shard_id,
+                                            num_workers=num_workers, epoch=epoch, buffer_size=data_buffer_size,
+                                            disable_shuffling=True)
+
+    def max_positions(self):
+        return None
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if tuple(model.zeroshot.shape) != (self.n_classes, self.text_table.features.shape[1]):
+            raise ValueError("crossmodal_adaptation: the head's zero-shot rows do not match the text table")
+        return model
+
+    def summary(self) -> Dict[str, int]:
+        return {"text_rows": len(self.text_table), "train_image_rows": self.train_image_rows}
