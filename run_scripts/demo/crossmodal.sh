@@ -19,7 +19,7 @@ if [[ "$QUICK" == "1" ]]; then
   # the orca stage has no QUICK mode of its own: its variables, at toy size
   orca_env=(SEEDS=1 EMBEDDER_EPOCHS=2 EPOCHS=1 SOURCE_ROWS=60 OUT="$OUT/orca" WORK="$OUT/work/orca")
   pt_env=(OUT="$OUT/prompt_transfer")
-  xmodal_env=(OUT="$OUT/xmodal")
+  xmodal_env=()  # its QUICK mode writes under $OUT/xmodal
 else
   orca_env=(); pt_env=(); xmodal_env=()
 fi
