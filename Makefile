@@ -21,7 +21,7 @@ demo-crossmodal: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash run_scripts/demo/crossmodal.sh
 
 test: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -n 2 tests
 
 bench: install
 	for b in benchmarks/bench_*.py; do PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) $$b || exit 1; done

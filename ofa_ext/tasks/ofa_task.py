@@ -125,7 +125,9 @@ class OFATask(FairseqTask):
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
         """Every split but the training one is read whole: fairseq's `--required-batch-size-multiple`
-        (default 8) drops a last batch of another size, which would leave validation rows unseen."""
+        (default 8) drops a last batch of another size, which would leave validation rows unseen.
+        With --file-order the training batches also stay in file order (fairseq shuffles the order
+        of the batches every epoch, on top of the dataset's own order)."""
         if dataset is not self.datasets.get(_option(self.cfg, "train_subset", "train")):
             if len(args) >= 5:  # positional required_batch_size_multiple (fairseq passes keywords)
                 args = args[:4] + (1,) + args[5:]
@@ -143,6 +145,8 @@ class OFATask(FairseqTask):
                 f"batch whose size is not a multiple of --required-batch-size-multiple {multiple}); pass "
                 "--required-batch-size-multiple 1 or a smaller --batch-size"
             )
+        if getattr(self.cfg, "file_order", False):
+            itr.next_epoch_itr = _without_shuffle(itr.next_epoch_itr)
         return itr
 
     @property
@@ -182,14 +186,6 @@ class OFATask(FairseqTask):
 
     def max_positions(self):
         return None
-
-    def get_batch_iterator(self, dataset, *args, **kwargs):
-        """fairseq's iterator, which with --file-order keeps the batches in file order too (fairseq
-        shuffles the order of the batches every epoch, on top of the dataset's own order)."""
-        itr = super().get_batch_iterator(dataset, *args, **kwargs)
-        if getattr(self.cfg, "file_order", False) and dataset is self.datasets.get("train"):
-            itr.next_epoch_itr = _without_shuffle(itr.next_epoch_itr)
-        return itr
 
 
 def _without_shuffle(next_epoch_itr):
