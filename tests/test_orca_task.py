@@ -3,6 +3,8 @@ with MiniLM (align lowers the OTDD and trains only the embedder; 2 processes = 1
 from an align checkpoint; the run script at toy size) and the bad-input errors."""
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -228,3 +230,28 @@ def test_refine_with_lora_trains_only_the_pieces_embedder_and_head(data):
             torch.testing.assert_close(v, pretrained[name].float(), msg=k)
             compared += 1
     assert compared >= len(pretrained) - 2, (compared, len(pretrained))  # every body tensor checked
+
+
+NB360 = sorted(p.name for p in (REPO / "run_scripts" / "orca").glob("*.sh") if p.name not in ("train_orca.sh", "gunpoint.sh"))
+
+
+@pytest.mark.parametrize("script", NB360)
+def test_nb360_scripts_build_commands_fairseq_accepts(script, tmp_path):
+    """The NAS-Bench-360 scripts (their released values) without the datasets: DRY_RUN prints the command."""
+    import shlex
+
+    from fairseq import options
+
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "train.npz", x=np.zeros((10, 1, 20), np.float32), y=np.zeros(10, np.int64))
+    env = dict(os.environ, DATA=str(data), DRY_RUN="1", SAVE_DIR=str(tmp_path / "ckpt"),
+               SOURCE=str(tmp_path / "source.safetensors"), PYTHONWARNINGS="ignore",
+               PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(REPO / "run_scripts" / "orca" / script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    words = shlex.split(proc.stdout.strip().splitlines()[-1])
+    parsed = options.parse_args_and_arch(options.get_training_parser(), input_args=words[words.index("--") + 1:])
+    assert (parsed.task, parsed.arch, parsed.criterion) == ("orca", "crossmodal_model", "orca_align")
+    assert parsed.max_update > 0 and parsed.orca_stage in ("both", "align", "refine")

