@@ -21,6 +21,7 @@ else
   PROMPT_LEN=${PROMPT_LEN:-8}; SEQ=${SEQ:-32}; EPOCHS=${EPOCHS:-5}; SEEDS=${SEEDS:-"42 44 100"}; ROWS=${ROWS:-200}
   SOURCES=${SOURCES:-"polarity pol_negation pol_length lee_digit lee_said lee_half"}; TARGETS=${TARGETS:-"digits gunpoint"}
 fi
+FINAL_TARGETS=${FINAL_TARGETS:-$TARGETS}          # targets of the per-seed frozen / projection / attention comparison
 LR=${LR:-1e-2}
 BATCH=${BATCH_SIZE:-32}
 SCRIPTS=run_scripts/prompt_transfer
@@ -66,7 +67,7 @@ for t in $TARGETS; do
     --estimators avg_cosine,stimulation,modality_gap,task_gap,combined --body minilm \
     --ground-truth "$gt" --out "$OUT/$t" > "$OUT/$t/correlations.txt" 2> "$WORK/transferability_$t.log"
 done
-python run_scripts/demo/prompt_transfer_report.py "$OUT" "$WORK" --sources $SOURCES --targets $TARGETS --phase pick \
+python run_scripts/demo/prompt_transfer_report.py "$OUT" "$WORK" --sources $SOURCES --targets $FINAL_TARGETS --phase pick \
   > "$WORK/picked.txt"
 echo "prompt-transfer: top-ranked source per target: $(tr '\n' ' ' < "$WORK/picked.txt")"
 { while read -r t s; do
@@ -76,4 +77,4 @@ echo "prompt-transfer: top-ranked source per target: $(tr '\n' ' ' < "$WORK/pick
     done
   done < "$WORK/picked.txt"; } | run_all
 python run_scripts/demo/prompt_transfer_report.py "$OUT" "$WORK" --sources $SOURCES --targets $TARGETS \
-  --seeds $SEEDS --phase final
+  --final-targets $FINAL_TARGETS --seeds $SEEDS --phase final
