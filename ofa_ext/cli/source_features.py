@@ -40,24 +40,11 @@ def _corpus(name: str) -> Tuple[object, Optional[np.ndarray], dict, str]:
     return raw.x_train, (raw.y_train if raw.labelled else None), raw.source, "text"
 
 
-def _tokenizer_dir(spec: str) -> str:
-    from ..api import parse_body_spec
-    from ..models.bodies.hf import minilm_dir
-
-    scheme, where, _ = parse_body_spec(spec)
-    if scheme == "minilm":
-        return minilm_dir()
-    if scheme == "hf":
-        return where
-    raise SystemExit(f"ofa-source-features: text source features need a Hugging Face text body "
-                     f"('minilm' or 'hf:DIR'), got {spec!r}")
-
-
 @torch.no_grad()
 def embed_text(body, spec: str, texts: List[str], max_tokens: int, batch_size: int):
-    from transformers import AutoTokenizer
+    from ..models.crossmodal.text_embedder import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(_tokenizer_dir(spec), local_files_only=True)
+    tok = load_tokenizer(spec)  # the body folder's own; one line for a body without one
     xs, masks = [], []
     for i in range(0, len(texts), batch_size):
         enc = tok(list(texts[i:i + batch_size]), padding="max_length", truncation=True,
