@@ -52,7 +52,7 @@ def test_cli_writes_scores_and_correlations(tmp_path, capsys):
     rc = cli.main(paths + ["--target-prompt", str(tmp_path / "target.safetensors"),
                            "--target-tokens", str(tmp_path / "tokens.safetensors"),
                            "--ground-truth", str(tmp_path / "gt.csv"), "--out", str(out),
-                           "--projector-steps", "5", "--projector-seeds", "1,2"])
+                           "--projector-steps", "5", "--projector-seeds", "1,2", "--task-gap-metric", "euclidean_average"])
     assert rc == 0
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..metrics.rank_correlation import kendall_tau_a, spearman_rho
-from ..metrics.transferability import ESTIMATORS, PHIS, estimate_sources
+from ..metrics.transferability import ESTIMATORS, PHIS, PROMPT_METRICS, estimate_sources
 from ..utils.errors import cli_entry
 from ..utils.files import atomic_path
 from ..utils.prompts import load_prompt
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--projector-steps", type=int, default=100, help="full-batch steps of the universal projector")
     p.add_argument("--projector-lr", type=float, default=1e-3, help="Adam learning rate of the universal projector")
     p.add_argument("--projector-seeds", default="42,44,100", help="one fresh projector per seed, scores averaged")
+    p.add_argument("--task-gap-metric", choices=PROMPT_METRICS, default="cosine_average",
+                   help="similarity of the projected source and target prompts that scores the task gap")
     p.add_argument("--mmd-max-tokens", type=int, default=2048,
                    help="target tokens entering the MMD (a fixed random subset when there are more)")
     p.add_argument("--mmd-kernel-num", type=int, default=5, help="number of Gaussian bandwidths (ORCA's rule)")
@@ -158,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.projector_seeds.split(",")]
     scores = estimate_sources(
         sources, target, target_tokens=tokens, estimators=estimators, stimulation=stimulation,
-        projector=dict(steps=args.projector_steps, lr=args.projector_lr, seeds=seeds),
+        projector=dict(steps=args.projector_steps, lr=args.projector_lr, seeds=seeds, eval_metric=args.task_gap_metric),
         mmd_options=dict(kernel_num=args.mmd_kernel_num, kernel_mul=args.mmd_kernel_mul),
         lambda_t=args.lambda_t, lambda_m=args.lambda_m, phi=args.phi)
 
