@@ -38,6 +38,7 @@ setup(
         "numpy>=1.24",
         "safetensors>=0.4",
         "pot>=0.9",
+        "geomloss>=0.3.1",  # the Sinkhorn solves of OTDD (ORCA)
         "matplotlib>=3.6",
         "tqdm>=4.60",
         "scikit-learn>=1.3",
