@@ -61,6 +61,12 @@ def l2_pairing(source: Tensor, target: Tensor, generator: Optional[torch.Generat
     return torch.stack(per_batch).mean()
 
 
+def _bandwidths(beta: Tensor, kernel_mul: float, kernel_num: int) -> list:
+    """ORCA's kernel widths β / kernel_mul^(kernel_num // 2) · kernel_mul^q, q < kernel_num."""
+    beta0 = beta / kernel_mul ** (kernel_num // 2)
+    return [beta0 * kernel_mul**q for q in range(kernel_num)]
+
+
 def mmd(
     x: Tensor,
     y: Tensor,
@@ -90,8 +96,7 @@ def mmd(
         if bandwidth <= 0:
             raise ValueError(f"mmd bandwidth must be > 0, got {bandwidth}")
         beta = torch.as_tensor(bandwidth, dtype=z.dtype, device=z.device)
-    beta0 = beta / kernel_mul ** (kernel_num // 2)
-    kernel = sum(torch.exp(-d2 / (beta0 * kernel_mul**q)) for q in range(kernel_num))
+    kernel = sum(torch.exp(-d2 / w) for w in _bandwidths(beta, kernel_mul, kernel_num))
     return (kernel[:n, :n].mean() + kernel[n:, n:].mean()
             - kernel[:n, n:].mean() - kernel[n:, :n].mean())
 
@@ -120,8 +125,7 @@ def mmd_to_target(xs: Sequence[Tensor], y: Tensor, kernel_mul: float = 2.0, kern
                 if bandwidth <= 0:
                     raise ValueError(f"mmd bandwidth must be > 0, got {bandwidth}")
                 beta = torch.as_tensor(bandwidth, dtype=y.dtype, device=y.device)
-            beta0 = beta / kernel_mul ** (kernel_num // 2)
-            widths = [beta0 * kernel_mul**q for q in range(kernel_num)]
+            widths = _bandwidths(beta, kernel_mul, kernel_num)
             k = lambda d2: sum(torch.exp(-d2 / w) for w in widths).mean()
             values.append(k(d2_xx) + k(d2_yy) - 2 * k(d2_xy))
         return torch.stack(values)
