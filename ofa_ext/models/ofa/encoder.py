@@ -10,7 +10,7 @@ from fairseq.models import FairseqEncoder
 from torch import Tensor, nn
 
 from .drop_path import linear_rates
-from .position_bias import abs_position_bias, image_buckets, image_rel_bias, token_rel_bias
+from .position_bias import abs_position_bias, encoder_rel_bias, encoder_rel_index, image_buckets
 from .layers import EncoderLayer
 from .positions import image_position_ids, num_image_relative_buckets, register_bucket_buffers
 from .resnet import build_resnet
@@ -66,6 +66,7 @@ class OFAEncoder(FairseqEncoder):
             nn.Embedding(2 * cfg.token_bucket_size - 1, H) for _ in range(cfg.encoder_layers)
         )
         self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(n_img, H) for _ in range(cfg.encoder_layers))
+        self.rel_table_rows = (n_img, 2 * cfg.token_bucket_size - 1)  # (image, token) rows of every layer
 
     # -- embeddings ---------------------------------------------------------------------------
     def _embed_text(self, src_tokens: Tensor, token_embeddings: Optional[Tensor] = None) -> Tensor:
@@ -182,9 +183,12 @@ class OFAEncoder(FairseqEncoder):
 
         abs_bias = abs_position_bias(self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling)
         buckets = image_buckets(self.image_rp_bucket, image_ids) if image_ids is not None else None
+        rel_index = encoder_rel_index(buckets, self.token_rp_bucket[:src_len, :src_len], *self.rel_table_rows)
         states: List[Tensor] = [x] if return_all_hiddens else []
         for idx, layer in enumerate(self.layers):
-            bias = self._layer_bias(idx, abs_bias, src_len, buckets)  # [1, H, T', T']
+            # absolute + relative terms for one sample, [1, H, T', T']: attention broadcasts it over the batch
+            image_table = self.image_rel_pos_table_list[idx] if buckets is not None else None
+            bias = abs_bias + encoder_rel_bias(image_table, self.token_rel_pos_table_list[idx], rel_index)
             if prefix_length:
                 bias = nn.functional.pad(bias, (prefix_length, 0, prefix_length, 0))  # [1, H, T, T]
             x = layer(x, padding_mask, self_attn_bias=bias)
@@ -193,18 +197,6 @@ class OFAEncoder(FairseqEncoder):
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return x, states
-
-    def _layer_bias(self, idx: int, abs_bias: Tensor, src_len: int, buckets: Optional[Tensor]) -> Tensor:
-        """Layer `idx`'s self-attention bias [1, H, T, T]: absolute + text and image relative terms,
-        summed in OFA's order, for one sample (attention broadcasts it over the batch)."""
-        bias = abs_bias.clone()
-        if src_len:
-            bias[:, :, -src_len:, -src_len:] += token_rel_bias(self.token_rel_pos_table_list[idx], self.token_rp_bucket,
-                                                               src_len)
-        if buckets is not None:
-            n = buckets.size(0)
-            bias[:, :, :n, :n] += image_rel_bias(self.image_rel_pos_table_list[idx], buckets)
-        return bias
 
     def forward_torchscript(self, net_input: Dict[str, Tensor]):
         """fairseq's generator entry point: drop decoder-only inputs."""

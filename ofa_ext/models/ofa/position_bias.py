@@ -9,6 +9,8 @@ one sample and returns a bias with a leading batch dimension of 1 (or none): att
 over the batch instead of holding B copies.
 """
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -43,6 +45,27 @@ def image_buckets(rp_bucket: Tensor, position_ids: Tensor) -> Tensor:
     return rp_bucket[position_ids[:, None], position_ids[None, :]]
 
 
-def image_rel_bias(table: nn.Embedding, buckets: Tensor) -> Tensor:
-    """Image relative bias from `image_buckets` [N, N]: [H, N, N]."""
-    return _rows(table, buckets).permute(2, 0, 1)
+def encoder_rel_index(image_buckets: Optional[Tensor], text_buckets: Tensor, num_image_rows: int,
+                      num_token_rows: int) -> Tensor:
+    """One index [T, T] (T = N + L, image patches first) into the rows of
+    ``cat(image table, token table, zero row)``: the image block reads the image table, the text
+    block the token table, the cross blocks the zero row. Built once per forward; each layer then
+    gathers its whole relative bias in one call (:func:`encoder_rel_bias`)."""
+    if image_buckets is None:
+        return text_buckets
+    n, length = image_buckets.size(0), text_buckets.size(0)
+    index = image_buckets.new_full((n + length, n + length), num_image_rows + num_token_rows)  # the zero row
+    index[:n, :n] = image_buckets
+    index[n:, n:] = text_buckets + num_image_rows
+    return index
+
+
+def encoder_rel_bias(image_table: Optional[nn.Embedding], token_table: nn.Embedding, index: Tensor) -> Tensor:
+    """A layer's relative bias [H, T, T] from :func:`encoder_rel_index`: image and text terms in
+    their diagonal blocks, zero across. One gather along the rows of the transposed tables (its
+    backward is one index_add): assembling the bias from slices instead costs clones, zero fills
+    and slice copies in the backward, ~4x the time (benchmarks/RESULTS.md)."""
+    rows = token_table.weight
+    if image_table is not None:
+        rows = torch.cat([image_table.weight, rows, rows.new_zeros(1, rows.size(1))])
+    return rows.t().index_select(1, index.reshape(-1)).view(-1, *index.shape)
