@@ -164,3 +164,27 @@ def test_fairseq_train_on_ofa_features_through_the_grid_script(ofa, tmp_path):
     assert sel["step"] in (4, 8) and 0 <= sel["test"] <= 100 and sel["test_zeroshot"] is not None
     (rec,) = [json.loads(line) for line in (tmp_path / "grid" / "runs.jsonl").read_text().splitlines()]
     assert rec["rc"] == 0 and [step for step, _ in rec["evals"]] == [4, 8]  # a validation every 4 updates
+
+
+def test_a_fairseq_trained_grounding_checkpoint_brings_its_vocabulary(tmp_path):
+    """A real `fairseq-train --task refcoco` checkpoint (as the demo's foundation): the extractor reads
+    its stored sentencepiece model; tokens and features equal those of fairseq's own loader + task."""
+    from ofa_ext.models.crossmodal.adaptation_encoders import feature_encoder
+    from tests.e2e_helpers import fairseq_train, load_for_eval, make_tiny_grounding_data
+
+    data = make_tiny_grounding_data(tmp_path / "data", n_train=8)
+    fairseq_train(data, tmp_path / "ckpt", ["--max-update", "1", "--disable-validation"], cwd=tmp_path)
+    ckpt = tmp_path / "ckpt" / "checkpoint_last.pt"
+    enc = feature_encoder(f"ofa:{ckpt}")
+    assert enc.image_size == 64 and enc.kind == "sentencepiece"
+    model, task = load_for_eval(ckpt)
+    text = "A photo of a red circle."
+    ids = torch.tensor([[task.dictionary.bos(), *task.text_encoder.encode(" a photo of a red circle."),
+                         task.dictionary.eos()]])
+    assert enc.token_ids([text, "x"])[0][:1].tolist() == ids.tolist()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref_text = model.encoder(ids)["encoder_out"][0].mean(0)
+        ref_image = model.encoder(torch.zeros(2, 0, dtype=torch.long), patch_images=images)["encoder_out"][0].mean(0)
+    torch.testing.assert_close(enc.encode_texts([text]), ref_text, rtol=0, atol=1e-5)
+    torch.testing.assert_close(enc.encode_images(images), ref_image, rtol=0, atol=1e-5)

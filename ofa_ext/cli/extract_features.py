@@ -3,8 +3,9 @@
     ofa-extract-features --body hf:/models/clip --data data/pets --classnames data/pets/classes.txt \
         --templates hand_crafted --dataset-name pets --out features/pets
 
-writes ``features/pets/{train,valid,test}.image.safetensors`` (train: the centre crop and its
-flipped copy, ``--train-views``; valid/test: the centre crop) and ``classes.safetensors`` (one row
+(or ``--body ofa:ckpt/checkpoint_best.pt``: the OFA encoder, its vocabulary from the checkpoint or
+``--bpe-dir`` / ``--spm-model``) writes ``features/pets/{train,valid,test}.image.safetensors``
+(train: the centre crop and its flipped copy, ``--train-views``; valid/test: the centre crop) and ``classes.safetensors`` (one row
 per class × template). Each file's header names the body, layer, split, views/templates and counts
 (``data/features.py``). Re-running with the same inputs and options reuses every file whose cache
 key matches; a folder made by another body or layer is refused unless ``--overwrite``. Every
