@@ -151,6 +151,28 @@ def test_text_vocabulary_bad_inputs_one_line_each(ofa, tmp_path, capsys):
         "--spm-model: only for an 'ofa:' body (the text vocabulary of an OFA checkpoint); "
         f"--body hf:{clip} brings its own tokenizer")
 
+def test_a_random_arch_takes_its_vocabulary_from_the_options(ofa):
+    """``ofa:ARCH``: random weights over the vocabulary given (OFA's GPT-2 BPE from tests/data here)."""
+    from pathlib import Path
+
+    from ofa_ext.data.text import build_text_encoder
+    from ofa_ext.models.crossmodal.adaptation_encoders import feature_encoder
+
+    with pytest.raises(ValueError, match=r"--body ofa:ofa_nano: a random OFA encoder has no text vocabulary; "
+                       r"give it with --spm-model FILE or --bpe-dir DIR"):
+        feature_encoder("ofa:ofa_nano")
+    bpe_dir = Path(__file__).resolve().parent / "data" / "ofa_bpe"
+    enc = feature_encoder("ofa:ofa_nano", bpe_dir=str(bpe_dir))
+    d, text_encoder = build_text_encoder("gpt2", bpe_dir=bpe_dir)
+    assert enc.kind == "gpt2" and len(enc.dictionary) == len(d) == 59457 and enc.image_size is None
+    ids, pad = enc.token_ids(["A red circle.", "cat"])
+    for i, text in enumerate([" a red circle.", " cat"]):  # OFA's lower-case caption after a space
+        assert ids[i][~pad[i]].tolist() == [0, *text_encoder.encode(text), 2]
+    assert pad[1].any() and not pad[0].any()
+    assert enc.encode_texts(["A red circle.", "cat"]).shape == (2, 64)
+    assert enc.encode_images(torch.randn(1, 3, 32, 32)).shape == (1, 64)
+
+
 def test_fairseq_train_on_ofa_features_through_the_grid_script(ofa, tmp_path):
     from tests.test_xmodal import _grid_module
 

@@ -49,15 +49,19 @@ def task_options(state: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def resolve_vocabulary(spec: str, stored: Mapping[str, Any], bpe_dir: Optional[str],
+def resolve_vocabulary(spec: str, stored: Optional[Mapping[str, Any]], bpe_dir: Optional[str],
                        spm_model: Optional[str]) -> Tuple[str, str]:
-    """(kind, path) of the text vocabulary: the option given, else the checkpoint's; one line if missing."""
+    """(kind, path) of the text vocabulary: the option given, else the checkpoint's (``stored``; ``None``
+    for a random ``ofa:ARCH``); one line naming the option when there is none."""
     if bpe_dir and spm_model:
         raise ValueError(f"--body {spec}: give --bpe-dir (GPT-2 BPE) or --spm-model (sentencepiece), not both")
     if spm_model:
         return "sentencepiece", spm_model
     if bpe_dir:
         return "gpt2", bpe_dir
+    if stored is None:
+        raise ValueError(f"--body {spec}: a random OFA encoder has no text vocabulary; give it with --spm-model FILE "
+                         "or --bpe-dir DIR (dict.txt, encoder.json, vocab.bpe)")
     kind = stored.get("bpe") or "gpt2"
     option, what = (("--spm-model FILE", "sentencepiece model") if kind == "sentencepiece" else
                     ("--bpe-dir DIR (dict.txt, encoder.json, vocab.bpe)", "GPT-2 BPE folder"))
@@ -94,7 +98,7 @@ class OFAFeatureEncoder:
             raise ValueError(f"--body {spec}: expected a checkpoint file (.pt) or an arch ({', '.join(sorted(ARCH_SIZES))})")
         state = read_checkpoint(where) if is_file else {}
         stored = task_options(state)
-        kind, vocab = resolve_vocabulary(spec, stored if is_file else {}, bpe_dir, spm_model)
+        kind, vocab = resolve_vocabulary(spec, stored if is_file else None, bpe_dir, spm_model)
         dictionary, self.text_encoder = build_text_encoder(
             kind, bpe_dir=vocab if kind == "gpt2" else None, spm_model=vocab if kind == "sentencepiece" else None,
             num_bins=int(stored["num_bins"]), code_dict_size=int(stored["code_dict_size"]))
