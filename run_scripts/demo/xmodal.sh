@@ -9,6 +9,7 @@
 #      (FOUNDATION=...; else a small one trained here with train_refcoco.sh at toy size). OFA was
 #      trained for grounding (image + text in, box out), never contrastively: image-only and
 #      text-only inputs are outside what it saw, and its text rows need not align with its images.
+#      Control: the same arch and vocabulary with random weights (do image-only features carry the classes?).
 # Each: shots x seeds, uni_modal (random init, image rows only) vs cross_modal (zero-shot init + text
 # rows), one fixed configuration (a reduced grid: lr 1e-3, wd 1e-4) so that it fits a few minutes.
 # QUICK=1: smaller everything (a smoke test, not a result). PARTS="c" runs some parts only (it then
@@ -34,7 +35,7 @@ part() { [[ " $PARTS " == *" $1 "* ]]; }
 mkdir -p "$WORK" "$XOUT"
 extract() { python -m ofa_ext.cli.extract_features "$@" | tail -n 1 > /dev/null; }
 grid() {  # grid NAME FEATURES BATCH_UNI BATCH_CROSS (a finished grid is kept: delete $WORK/NAME_*.json to rerun)
-  if [[ -f "$WORK/$1_uni.json" && -f "$WORK/$1_cross.json" ]]; then echo "   (kept: $WORK/$1_*.json)"; return; fi
+  if [[ -s "$WORK/$1_uni.json" && -s "$WORK/$1_cross.json" ]]; then echo "   (kept: $WORK/$1_*.json)"; return; fi
   python run_scripts/xmodal/grid.py --features "$2" --out "$XOUT/$1_image_only" --modality uni_modal --init random \
     --lrs 1e-3 --weight-decays 1e-4 --batches "$3" --shots "$SHOTS" --seeds "$SEEDS" --max-update "$UPDATES" \
     --jobs "$JOBS" | tail -n 1 > "$WORK/$1_uni.json"
@@ -88,6 +89,16 @@ objects
 extract --body "ofa:$FOUNDATION" ${FOUNDATION_SPM:+--spm-model "$FOUNDATION_SPM"} --data "$WORK/objects" \
   --classnames "$WORK/objects/classnames.txt" --templates vanilla --out "$WORK/objects_ofa_features"
 grid objects_ofa "$WORK/objects_ofa_features" 8 16
+# control: the same arch, vocabulary and image size with random weights (do the features carry the classes?)
+read -r arch spm size < <(python -c "import sys; from ofa_ext.models.ofa.checkpoint import read_checkpoint as r, \
+stored_config_values as m; from ofa_ext.models.crossmodal.ofa_feature_encoder import task_options as t; \
+s = r(sys.argv[1]); o = t(s); print(m(s)['_name'], sys.argv[2] or o['spm_model'], o['patch_image_size'])" \
+  "$FOUNDATION" "${FOUNDATION_SPM:-}")
+extract --body "ofa:$arch" --spm-model "$spm" --image-size "$size" --data "$WORK/objects" \
+  --classnames "$WORK/objects/classnames.txt" --templates vanilla --out "$WORK/objects_ofa_random_features"
+grid objects_ofa_random "$WORK/objects_ofa_random_features" 8 16
+python run_scripts/xmodal/probe.py "$WORK/objects_ofa_features" "$WORK/objects_ofa_random_features" \
+  > "$WORK/objects_ofa_probe.jsonl"
 fi
 
 python - "$WORK" "$XOUT" "$PARTS" "$UPDATES" <<'PY'
@@ -98,9 +109,10 @@ lines = ["# Cross-modal few-shot adaptation: MINIATURES (not the paper's benchma
 TITLES = {"b": ("polarity", "(b) text-only mechanics: MiniLM-L6, Pang-Lee polarity, label words as text samples"),
           "a": ("objects", "(a) vision-language: tiny CLIP trained here, 24 colour x shape classes"),
           "c": ("objects_ofa", "(c) vision-language on OFA's encoder: the demo's grounding model (never trained "
-                "contrastively; image-only and text-only inputs), the same 24 classes")}
+                "contrastively; image-only and text-only inputs), the same 24 classes"),
+          "c0": ("objects_ofa_random", "(c, control) the same OFA arch and vocabulary with random weights")}
 finals = {}
-for part in [p for p in "bac" if p in parts]:
+for part in [p for p in ("b", "a", "c", "c0") if p.rstrip("0") in parts]:
     name, title = TITLES[part]
     uni = json.load(open(f"{work}/{name}_uni.json"))["summary"]
     cross = json.load(open(f"{work}/{name}_cross.json"))["summary"]
@@ -122,11 +134,15 @@ if "c" in parts:
     ofa = json.load(open(f"{work}/ofa_body.json"))
     lines.append(f"OFA body: `{ofa['checkpoint']}` ({ofa['made_by']}); features = the encoder's mean over positions "
                  "on the image alone / the template text alone, no projection.")
+    trained, random_ = [json.loads(line) for line in open(f"{work}/objects_ofa_probe.jsonl")]
+    lines.append(f"Full-data linear probe (`run_scripts/xmodal/probe.py`: every train image and view, test split): "
+                 f"trained OFA {trained['test_accuracy']:.1f} %, random weights {random_['test_accuracy']:.1f} % "
+                 f"(chance {trained['chance']:.1f} %).")
 lines += [f"Validation: min(4, shots) images per class; every 100 updates; {updates} updates per run.", ""]
 if set("bac") <= set(parts):
     open(f"{xout}/README.md", "w").write("\n".join(lines))
 print("\n".join(lines))
-for part, label in (("c", "xmodal-ofa"), ("a", "xmodal")):  # the CLIP miniature's line last
+for part, label in (("c", "xmodal-ofa"), ("c0", "xmodal-ofa-random"), ("a", "xmodal")):  # the CLIP line last
     if part in finals:
         s, u, c, z = finals[part]
         print(f"demo: {label} {s}shot image-only={u / 100:.3f} cross-modal={c / 100:.3f} zero-shot={z / 100:.3f} "
