@@ -210,3 +210,21 @@ def test_a_fairseq_trained_grounding_checkpoint_brings_its_vocabulary(tmp_path):
         ref_image = model.encoder(torch.zeros(2, 0, dtype=torch.long), patch_images=images)["encoder_out"][0].mean(0)
     torch.testing.assert_close(enc.encode_texts([text]), ref_text, rtol=0, atol=1e-5)
     torch.testing.assert_close(enc.encode_images(images), ref_image, rtol=0, atol=1e-5)
+
+
+def test_probe_scores_separable_features_high_and_noise_at_chance(tmp_path):
+    """run_scripts/xmodal/probe.py: a full-data linear probe on a feature folder."""
+    import importlib.util
+    from pathlib import Path
+
+    from tests.xmodal_helpers import write_features
+
+    path = Path(__file__).resolve().parents[1] / "run_scripts" / "xmodal" / "probe.py"
+    spec = importlib.util.spec_from_file_location("xmodal_probe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    clusters = mod.probe(write_features(tmp_path / "clusters", noise=0.05, per_class=(6, 4, 20)))
+    assert clusters == {"features": str(tmp_path / "clusters"), "train_rows": 36, "classes": 3,
+                        "test_accuracy": 100.0, "chance": 33.33}
+    noise = mod.probe(write_features(tmp_path / "noise", noise=30.0, per_class=(6, 4, 200)))
+    assert abs(noise["test_accuracy"] - 33.3) < 12  # 600 test rows of (nearly) pure noise
