@@ -126,8 +126,8 @@ def test_text_vocabulary_bad_inputs_one_line_each(ofa, tmp_path, capsys):
     from ofa_ext.data.text import train_sentencepiece
 
     def message(path, *extra, body=None):
-        argv = ["--body", body or f"ofa:{path}", "--data", str(ofa["data"]), "--classnames", str(ofa["data"] / "classes.txt"),
-                "--out", str(tmp_path / "f"), "--templates", "vanilla", *extra]
+        argv = ["--body", body or f"ofa:{path}", "--data", str(ofa["data"]), "--classnames",
+                str(ofa["data"] / "classes.txt"), "--out", str(tmp_path / "f"), "--templates", "vanilla", *extra]
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert "\n" not in str(e.value)
@@ -143,7 +143,8 @@ def test_text_vocabulary_bad_inputs_one_line_each(ofa, tmp_path, capsys):
     assert message(official).endswith("names no GPT-2 BPE folder); give it with --bpe-dir DIR "
                                       "(dict.txt, encoder.json, vocab.bpe)")
     other = train_sentencepiece(["completely different words here"] * 5, tmp_path / "v2", vocab_size=20)
-    assert "entries (num_bins=10, code_dict_size=0), the checkpoint embeds" in message(ofa["ckpt"], "--spm-model", str(other))
+    wrong = message(ofa["ckpt"], "--spm-model", str(other))
+    assert "entries (num_bins=10, code_dict_size=0), the checkpoint embeds" in wrong and wrong.endswith("not its vocabulary")
     assert "not both" in message(ofa["ckpt"], "--spm-model", str(other), "--bpe-dir", str(tmp_path))
     assert message("ofa_nano#text").endswith("images and texts are both encoded")
     clip = tiny_clip_folder(ofa["root"])
@@ -171,6 +172,11 @@ def test_a_random_arch_takes_its_vocabulary_from_the_options(ofa):
     assert pad[1].any() and not pad[0].any()
     assert enc.encode_texts(["A red circle.", "cat"]).shape == (2, 64)
     assert enc.encode_images(torch.randn(1, 3, 32, 32)).shape == (1, 64)
+    with pytest.raises(ValueError, match=r"--image-size: --body ofa:ofa_nano names no image size"):
+        run(_args(ofa, ofa["root"] / "random", body="ofa:ofa_nano", spm_model=ofa["spm"], splits="valid"))
+    report = run(_args(ofa, ofa["root"] / "random", body="ofa:ofa_nano", spm_model=ofa["spm"], splits="valid",
+                       image_size=SIZE))
+    assert read_table(report["valid"]["path"]).header["image_size"] == SIZE
 
 
 def test_fairseq_train_on_ofa_features_through_the_grid_script(ofa, tmp_path):

@@ -5,8 +5,8 @@
 
 (or ``--body ofa:ckpt/checkpoint_best.pt``: the OFA encoder, its vocabulary from the checkpoint or
 ``--bpe-dir`` / ``--spm-model``) writes ``features/pets/{train,valid,test}.image.safetensors``
-(train: the centre crop and its flipped copy, ``--train-views``; valid/test: the centre crop) and ``classes.safetensors`` (one row
-per class × template). Each file's header names the body, layer, split, views/templates and counts
+(train: the centre crop and its flipped copy, ``--train-views``; valid/test: the centre crop) and
+``classes.safetensors`` (one row per class × template). Each file's header names the body, layer, split, views/templates and counts
 (``data/features.py``). Re-running with the same inputs and options reuses every file whose cache
 key matches; a folder made by another body or layer is refused unless ``--overwrite``. Every
 sample is extracted: the header's ``n_samples`` equals the split's count, or the run fails.
@@ -72,7 +72,8 @@ def _extract_split(encoder, split, views: List[str], size: int, batch_size: int,
     """(features, index, view) of every sample; the caller checks the counts."""
     feats, index, view = [], [], []
     if split.kind == "image":
-        loader = torch.utils.data.DataLoader(_Images(split, CoOpTransform(size, views, encoder.mean_std)), batch_size=batch_size,
+        transform = CoOpTransform(size, views, encoder.mean_std)  # the body's mean/std (CLIP's, OFA's 0.5)
+        loader = torch.utils.data.DataLoader(_Images(split, transform), batch_size=batch_size,
                                              num_workers=workers, shuffle=False)
         for x, idx in loader:  # x: [B, V, 3, s, s]
             b, v = x.shape[:2]
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace, encoder=None) -> Dict[str, Dict]:
             raise ValueError(f"--body {args.body}: cannot encode the {split.kind} samples of split {name!r}")
         views = args.train_views.split(",") if (name == "train" and split.kind == "image") else ["center"]
         size = args.image_size or encoder.image_size or 0
+        if split.kind == "image" and size <= 0:
+            raise ValueError(f"--image-size: --body {args.body} names no image size (a random OFA arch); give one")
         options = {"views": views, "size": size, "kind": split.kind}
         path = table_path(out, name, split.kind)
         key = cache_key(identity, options, split.files)

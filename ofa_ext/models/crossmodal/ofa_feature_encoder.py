@@ -95,7 +95,8 @@ class OFAFeatureEncoder:
             raise ValueError(f"--body {spec}: give the OFA body without '#{tower}'; images and texts are both encoded")
         is_file = where.endswith(".pt") or os.path.sep in where
         if not is_file and where not in ARCH_SIZES:
-            raise ValueError(f"--body {spec}: expected a checkpoint file (.pt) or an arch ({', '.join(sorted(ARCH_SIZES))})")
+            raise ValueError(f"--body {spec}: expected a checkpoint file (.pt) or an arch "
+                             f"({', '.join(sorted(ARCH_SIZES))})")
         state = read_checkpoint(where) if is_file else {}
         stored = task_options(state)
         kind, vocab = resolve_vocabulary(spec, stored if is_file else None, bpe_dir, spm_model)
