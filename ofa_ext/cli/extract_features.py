@@ -3,9 +3,10 @@
     ofa-extract-features --body hf:/models/clip --data data/pets --classnames data/pets/classes.txt \
         --templates hand_crafted --dataset-name pets --out features/pets
 
-writes ``features/pets/{train,valid,test}.image.safetensors`` (train: the centre crop and its
-flipped copy, ``--train-views``; valid/test: the centre crop) and ``classes.safetensors`` (one row
-per class × template). Each file's header names the body, layer, split, views/templates and counts
+(or ``--body ofa:ckpt/checkpoint_best.pt``: the OFA encoder, its vocabulary from the checkpoint or
+``--bpe-dir`` / ``--spm-model``) writes ``features/pets/{train,valid,test}.image.safetensors``
+(train: the centre crop and its flipped copy, ``--train-views``; valid/test: the centre crop) and
+``classes.safetensors`` (one row per class × template). Each file's header names the body, layer, split, views/templates and counts
 (``data/features.py``). Re-running with the same inputs and options reuses every file whose cache
 key matches; a folder made by another body or layer is refused unless ``--overwrite``. Every
 sample is extracted: the header's ``n_samples`` equals the split's count, or the run fails.
@@ -31,7 +32,12 @@ logger = logging.getLogger("ofa_ext.extract_features")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ofa-extract-features", description=__doc__.split("\n\n")[0])
-    p.add_argument("--body", required=True, help="'hf:DIR' of a CLIP model (both towers), or a text body ('minilm')")
+    p.add_argument("--body", required=True, help="'hf:DIR' of a CLIP model (both towers), 'ofa:PATH.pt' (the OFA "
+                   "encoder on image-only and text-only inputs) or a text body ('minilm')")
+    p.add_argument("--bpe-dir", default=None, help="ofa: body: OFA's GPT-2 BPE folder (dict.txt, encoder.json, "
+                   "vocab.bpe); default: the one the checkpoint names")
+    p.add_argument("--spm-model", default=None, help="ofa: body: its sentencepiece .model; default: the one the "
+                   "checkpoint names")
     p.add_argument("--data", required=True, help="ROOT with {split}/<label>/ image folders, {split}.tsv "
                    "(id, label, base64 image) or {split}.npz text samples")
     p.add_argument("--classnames", required=True, help="one class per line in label order: label[<TAB>name]")
@@ -42,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", action="append", default=None,
                    help="your own template(s) with '{}' for the class name (replaces --templates)")
     p.add_argument("--train-views", default="center,flip", help="image views of the train split (released: +flip)")
-    p.add_argument("--image-size", type=int, default=0, help="crop size; 0 = the vision tower's image_size")
+    p.add_argument("--image-size", type=int, default=0, help="crop size; 0 = the vision tower's image_size "
+                   "(OFA: the checkpoint's patch_image_size)")
     p.add_argument("--layer", type=int, default=0, help="layer index (0 = final features; only 0 is implemented)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
@@ -65,7 +72,8 @@ def _extract_split(encoder, split, views: List[str], size: int, batch_size: int,
     """(features, index, view) of every sample; the caller checks the counts."""
     feats, index, view = [], [], []
     if split.kind == "image":
-        loader = torch.utils.data.DataLoader(_Images(split, CoOpTransform(size, views)), batch_size=batch_size,
+        transform = CoOpTransform(size, views, encoder.mean_std)  # the body's mean/std (CLIP's, OFA's 0.5)
+        loader = torch.utils.data.DataLoader(_Images(split, transform), batch_size=batch_size,
                                              num_workers=workers, shuffle=False)
         for x, idx in loader:  # x: [B, V, 3, s, s]
             b, v = x.shape[:2]
@@ -93,13 +101,13 @@ def _reuse(path: Path, identity: Dict, key: str, overwrite: bool) -> bool:
 
 def run(args: argparse.Namespace, encoder=None) -> Dict[str, Dict]:
     """Extract (or reuse) every table; returns {table: {"path", "rows", "cached", "seconds"}}."""
-    from ..models.crossmodal.adaptation_encoders import FeatureEncoder
+    from ..models.crossmodal.adaptation_encoders import feature_encoder
 
     labels, names = read_classnames(args.classnames)
     template_list = args.template or templates(args.templates, args.dataset_name)
     if any("{}" not in t for t in template_list):
         raise ValueError(f"--template: every template needs '{{}}' for the class name, got {template_list}")
-    encoder = encoder or FeatureEncoder(args.body, args.layer)
+    encoder = encoder or feature_encoder(args.body, args.layer, bpe_dir=args.bpe_dir, spm_model=args.spm_model)
     identity = encoder.identity()
     out = Path(args.out)
     common = {**identity, "classnames": labels, "names": names}
@@ -120,6 +128,8 @@ def run(args: argparse.Namespace, encoder=None) -> Dict[str, Dict]:
             raise ValueError(f"--body {args.body}: cannot encode the {split.kind} samples of split {name!r}")
         views = args.train_views.split(",") if (name == "train" and split.kind == "image") else ["center"]
         size = args.image_size or encoder.image_size or 0
+        if split.kind == "image" and size <= 0:
+            raise ValueError(f"--image-size: --body {args.body} names no image size (a random OFA arch); give one")
         options = {"views": views, "size": size, "kind": split.kind}
         path = table_path(out, name, split.kind)
         key = cache_key(identity, options, split.files)

@@ -3,7 +3,8 @@
 * fairseq's trainer lists shared parameters by grouping `module._parameters` values, and every
   bias-free layer has `bias = None`, so all of them are reported as one "shared parameter" (about
   15 lines per run). Real sharing (the tied embedding) is still logged.
-* matplotlib logs its font search at DEBUG when a caller turns the root logger to DEBUG.
+* matplotlib logs its font search, PIL every PNG chunk it reads, at DEBUG when a caller turns the
+  root logger to DEBUG (importing fairseq does: its wav2vec2_classification module).
 """
 
 import logging
@@ -24,10 +25,11 @@ _FILTER = _NoneBiasFilter()
 
 
 def install() -> None:
-    """Idempotent: the filter is added once, matplotlib is raised to WARNING unless set explicitly."""
+    """Idempotent: the filter is added once, matplotlib and PIL are raised to WARNING unless set explicitly."""
     trainer_log = logging.getLogger("fairseq.trainer")
     if not any(type(f).__name__ == _NoneBiasFilter.__name__ for f in trainer_log.filters):  # also across re-imports
         trainer_log.addFilter(_FILTER)
-    mpl = logging.getLogger("matplotlib")
-    if mpl.level == logging.NOTSET:
-        mpl.setLevel(logging.WARNING)
+    for name in ("matplotlib", "PIL"):
+        chatty = logging.getLogger(name)
+        if chatty.level == logging.NOTSET:
+            chatty.setLevel(logging.WARNING)

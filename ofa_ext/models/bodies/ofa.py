@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from .base import Body, BodyInput, SiteTable
+from .base import Body, BodyInput, SiteTable, mean_pool
 
 _LAYER = r"(encoder|decoder)\.layers\.\d+"
 _ATTN = _LAYER + r"\.(self_attn|encoder_attn)"
@@ -120,6 +120,11 @@ class OFABody(Body):
         pos = self.encoder.position_embeddings(num_text, image_ids)
         x, _ = self.encoder.forward_embeddings(embeds, padding_mask, pos, image_ids, prefix_length=prompt_length)
         return x.transpose(0, 1)  # [B, T, C]
+
+    def pool(self, hidden: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        """The mean over non-pad positions: OFA has no summary token (an image-only input has no bos),
+        so text-only and image-only inputs are summarised the same way."""
+        return mean_pool(hidden, padding_mask)
 
     def signature(self) -> Dict[str, Any]:
         layers = self.encoder.layers

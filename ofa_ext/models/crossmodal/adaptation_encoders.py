@@ -8,6 +8,8 @@ live in one space:
   the tokenizer is the folder's own (``AutoTokenizer``, local files only).
 * ``minilm`` / ``hf:DIR`` of a BERT-family model: text only (the body's pooling), for the
   text-only mechanics check where documents are the samples.
+* ``ofa:PATH.pt`` / ``ofa:ARCH``: the OFA encoder on image-only and text-only inputs
+  (``ofa_feature_encoder.py``; :func:`feature_encoder` picks it).
 
 Layer index 0 (the final features) is the only one implemented: partial fine-tuning, which caches
 at the input of the last block, is not (yet) available, and any other ``--layer`` is refused.
@@ -20,10 +22,13 @@ import torch
 from torch import Tensor
 
 from ...api import load_body, parse_body_spec
+from ...data.xmodal_sources import CLIP_MEAN_STD
 
 
 class FeatureEncoder:
     """``encode_images([B, 3, s, s]) -> [B, D]``, ``encode_texts(list) -> [B, D]``; eval mode, no grad."""
+
+    mean_std = CLIP_MEAN_STD  # of the CoOp crops fed to encode_images
 
     def __init__(self, spec: str, layer: int = 0) -> None:
         from transformers import AutoConfig, AutoTokenizer
@@ -35,8 +40,7 @@ class FeatureEncoder:
                              "(features at the input of the last block) is not")
         scheme, where, tower = parse_body_spec(spec)
         if scheme == "ofa":
-            raise ValueError(f"--body {spec}: OFA bodies are not supported by ofa-extract-features yet "
-                             "(CLIP hf:DIR and text bodies are)")
+            raise ValueError(f"--body {spec}: OFA bodies are encoded by OFAFeatureEncoder (use feature_encoder)")
         if tower is not None:
             raise ValueError(f"--body {spec}: give the CLIP folder without '#{tower}'; both towers are used")
         folder = minilm_dir() if scheme == "minilm" else where
@@ -80,3 +84,16 @@ class FeatureEncoder:
         inp = self.text.embed(batch["input_ids"], padding_mask)
         pooled = self.text.pool(self.text(*inp), inp.padding_mask)
         return self.text.project(pooled).float()
+
+
+def feature_encoder(spec: str, layer: int = 0, bpe_dir: Optional[str] = None, spm_model: Optional[str] = None):
+    """The extractor of ``spec``: :class:`OFAFeatureEncoder` for ``ofa:`` specs, else :class:`FeatureEncoder`;
+    ``bpe_dir``/``spm_model`` (an OFA body's text vocabulary) are refused for the others."""
+    if parse_body_spec(spec)[0] == "ofa":
+        from .ofa_feature_encoder import OFAFeatureEncoder
+
+        return OFAFeatureEncoder(spec, layer, bpe_dir=bpe_dir, spm_model=spm_model)
+    if bpe_dir or spm_model:
+        raise ValueError(f"--{'bpe-dir' if bpe_dir else 'spm-model'}: only for an 'ofa:' body (the text "
+                         f"vocabulary of an OFA checkpoint); --body {spec} brings its own tokenizer")
+    return FeatureEncoder(spec, layer)
