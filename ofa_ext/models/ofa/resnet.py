@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .drop_path import DropPath, linear_rates
 
@@ -28,6 +29,19 @@ RESNET_DEPTHS: dict[str, tuple[int, int, int]] = {
 # Base width (stem channels, planes of layer1); the official trunks use 64.
 RESNET_WIDTHS: dict[str, int] = {"resnet_nano": 16}
 EXPANSION = 4
+
+
+def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, stride=None) -> torch.Tensor:
+    """``bn(conv(x))`` (``stride`` overrides the convolution's). In pure inference (eval mode, no
+    autograd) batch norm is an affine map of its running statistics, so it is folded into the
+    convolution's weights: one pass over the activations fewer per layer, the same result up to
+    float rounding. Training, and eval with gradients (a frozen trunk under training), keep the
+    two modules as they are."""
+    stride = conv.stride if stride is None else stride
+    if bn.training or torch.is_grad_enabled() or bn.running_mean is None:
+        return bn(F.conv2d(x, conv.weight, conv.bias, stride, conv.padding, conv.dilation, conv.groups))
+    w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    return F.conv2d(x, w, b, stride, conv.padding, conv.dilation, conv.groups)
 
 
 class Bottleneck(nn.Module):
@@ -57,14 +71,14 @@ class Bottleneck(nn.Module):
         conv, bn = self.downsample[0], self.downsample[1]
         s = conv.stride[0]
         if s > 1 and conv.kernel_size == (1, 1) and conv.padding == (0, 0):
-            return bn(F.conv2d(x[:, :, ::s, ::s], conv.weight, conv.bias))
-        return self.downsample(x)
+            return conv_bn(x[:, :, ::s, ::s], conv, bn, stride=1)
+        return conv_bn(x, conv, bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = self._shortcut(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
+        y = self.relu(conv_bn(x, self.conv1, self.bn1))
+        y = self.relu(conv_bn(y, self.conv2, self.bn2))
+        y = conv_bn(y, self.conv3, self.bn3)
         return self.relu(identity + self.drop_path(y))
 
 
@@ -102,7 +116,7 @@ class ResNetTrunk(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.size(1) != 3:
             raise ValueError(f"patch_images must be [B, 3, H, W]; got {tuple(images.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        x = self.maxpool(self.relu(conv_bn(images, self.conv1, self.bn1)))
         return self.layer3(self.layer2(self.layer1(x)))
 
 
