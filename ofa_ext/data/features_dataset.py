@@ -15,10 +15,14 @@ from fairseq.data import FairseqDataset
 
 
 class FeatureRows(FairseqDataset):
-    """Rows of features with labels; ``is_text`` marks the rows from the class-name table."""
+    """Rows of features with labels; the first ``n_text`` rows come from the class-name table.
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, is_text: torch.Tensor):
-        self.features, self.labels, self.is_text = features.float(), labels.long(), is_text.bool()
+    A batch is gathered in one step (``__getitems__``, which torch's DataLoader calls with the whole
+    index list) and holds its text rows first, so the criterion takes the halves as slices.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, n_text: int = 0):
+        self.features, self.labels, self.n_text = features.float(), labels.long(), int(n_text)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -26,12 +30,21 @@ class FeatureRows(FairseqDataset):
     def __getitem__(self, index: int) -> int:
         return index
 
-    def collater(self, samples: List[int]) -> Dict[str, Any]:
-        if not samples:
-            return {}
-        idx = torch.tensor(samples, dtype=torch.long)
+    def __getitems__(self, indices) -> Dict[str, Any]:
+        return self.collater(indices)
+
+    def collater(self, samples) -> Dict[str, Any]:
+        if isinstance(samples, dict) or len(samples) == 0:  # already gathered by __getitems__, or empty
+            return samples if isinstance(samples, dict) else {}
+        idx = torch.as_tensor(np.asarray(samples, dtype=np.int64))
+        n_text = 0
+        if self.n_text:
+            text = idx < self.n_text
+            n_text = int(text.sum())
+            if n_text and not bool(text[:n_text].all()):  # text rows first
+                idx = torch.cat([idx[text], idx[~text]])
         return {"id": idx, "net_input": {"features": self.features[idx]}, "target": self.labels[idx],
-                "is_text": self.is_text[idx], "nsentences": len(samples), "ntokens": len(samples)}
+                "n_text": n_text, "nsentences": len(idx), "ntokens": len(idx)}
 
     @property
     def sizes(self) -> np.ndarray:

@@ -32,6 +32,8 @@ from typing import Dict, Optional
 import torch
 from fairseq.data import iterators
 from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
 
 from ..data.features import CLASS_TABLE, FeatureCacheError, check_same_body, few_shot_rows, read_table, table_path
@@ -120,14 +122,13 @@ class CrossmodalAdaptationTask(FairseqTask):
         else:
             rows = torch.nonzero(table.view == 0).flatten()
         feats, labels = table.features[rows], table.labels[rows]
-        is_text = torch.zeros(len(rows), dtype=torch.bool)
+        n_text = 0
         if split == "train":
             self.train_image_rows = len(rows)
             if cfg.modality == "cross_modal":
                 t = self.text_table
-                feats, labels = torch.cat([t.features, feats]), torch.cat([t.labels, labels])
-                is_text = torch.cat([torch.ones(len(t), dtype=torch.bool), is_text])
-        self.datasets[split] = FeatureRows(feats, labels, is_text)
+                feats, labels, n_text = torch.cat([t.features, feats]), torch.cat([t.labels, labels]), len(t)
+        self.datasets[split] = FeatureRows(feats, labels, n_text)
         logger.info("crossmodal_adaptation: %s: %d rows from %s (%s)", split, len(rows), path,
                     f"{cfg.shots} shots, seed {cfg.seed}" if split != "test" else "all")
 
@@ -164,6 +165,25 @@ class CrossmodalAdaptationTask(FairseqTask):
                                             seed=seed, num_shards=num_shards, shard_id=shard_id,
                                             num_workers=num_workers, epoch=epoch, buffer_size=data_buffer_size,
                                             disable_shuffling=True)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """FairseqTask's step without its per-update profiler ranges and disabled autocast context."""
+        model.train()
+        model.set_num_updates(update_num)
+        if isinstance(optimizer, AMPOptimizer):
+            with torch.autocast("cuda"):
+                loss, sample_size, logging_output = criterion(model, sample)
+        else:
+            loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss = loss * 0
+        optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        """Rows per batch (``bsz``) and the criterion's sums; no wpb/wps: a row is not a token."""
+        metrics.log_scalar("bsz", sum(log.get("nsentences", 0) for log in logging_outputs), priority=190, round=1)
+        criterion.__class__.reduce_metrics(logging_outputs)
 
     def max_positions(self):
         return None
