@@ -36,11 +36,15 @@ from ofa_ext.data.features_dataset import two_stream_batches  # noqa: E402
 from ofa_ext.models.crossmodal.adaptation import XModalHead, XModalHeadConfig  # noqa: E402
 from tests.xmodal_helpers import write_features  # noqa: E402
 
+# fairseq-train with denormals flushed to zero (the same switch as the plain loop's)
+FTZ_TRAIN = ("import sys, torch; torch.set_flush_denormal(True); sys.argv[0] = 'fairseq-train'; "
+             "from fairseq_cli.train import cli_main; cli_main()")
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
 
 
 def fairseq_ups(data: Path, a) -> float:
-    cmd = [sys.executable, "-m", "fairseq_cli.train", str(data), "--user-dir", str(REPO / "ofa_ext"), "--cpu",
+    launcher = ["-m", "fairseq_cli.train"] if not a.flush_denormal else ["-c", FTZ_TRAIN]
+    cmd = [sys.executable, *launcher, str(data), "--user-dir", str(REPO / "ofa_ext"), "--cpu",
            "--task", "crossmodal_adaptation", "--shots", str(a.shots), "--updates-per-epoch", str(a.updates),
            "--arch", "xmodal_head", "--criterion", "xmodal_ce", "--optimizer", "adam", "--lr", "1e-3",
            "--weight-decay", "1e-4", "--lr-scheduler", "cosine", "--warmup-updates", "50", "--warmup-init-lr", "1e-5",
@@ -69,6 +73,7 @@ def plain_ups(data: Path, a) -> float:
     feats, labels = torch.cat([text.features, train.features[rows]]), torch.cat([text.labels, train.labels[rows]])
     from ofa_ext.models.crossmodal.adaptation import zeroshot_weights
 
+    torch.set_flush_denormal(bool(a.flush_denormal))
     model = XModalHead(XModalHeadConfig(), zeroshot_weights(text.features, text.labels, a.classes))
     opt = torch.optim.AdamW(model.parameters(), lr=fairseq_lr(0, a.updates), weight_decay=1e-4)
     batches = two_stream_batches(len(text), len(rows), a.batch // 2, a.batch - a.batch // 2, 1, 1, a.updates)
@@ -129,6 +134,9 @@ def main() -> None:
     p.add_argument("--images-per-class", type=int, default=40)
     p.add_argument("--rounds", type=int, default=2, help="alternating plain/fairseq training runs")
     p.add_argument("--large", action="store_true", help="also the 1000-class x 1024-d row (ImageNet, RN50)")
+    p.add_argument("--flush-denormal", action="store_true",
+                   help="flush denormals to zero in both loops (a saturated softmax at scale 100 makes the CPU's "
+                   "denormal slow path a large, trajectory-dependent share of these tiny steps)")
     p.add_argument("--skip-extract", action="store_true", help="only the training rows")
     p.add_argument("--skip-train", action="store_true", help="only the extraction rows")
     a = p.parse_args()

@@ -26,8 +26,9 @@ def _hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @register_criterion("xmodal_ce", dataclass=FairseqDataclass)
 class XModalCrossEntropy(FairseqCriterion):
     def forward(self, model, sample, reduce: bool = True):
-        features, target, n_text = sample["net_input"]["features"], sample["target"], int(sample["n_text"])
-        logits = model(features)
+        target, n_text = sample["target"], int(sample["n_text"])
+        features = model.encode(**sample["net_input"])  # (B, D): partial heads run their blocks here
+        logits = model.logits(features)
         losses = F.cross_entropy(logits.float(), target, reduction="none")  # (B,)
         loss = losses.sum()
         n = int(target.numel())
@@ -36,7 +37,7 @@ class XModalCrossEntropy(FairseqCriterion):
             sums = [loss.detach(), flat[:n_text].sum(), flat[n_text:].sum(), _hits(logits[n_text:], image_target)]
             if not model.training:
                 image = features[n_text:]
-                wise = model(image, weight=model.wise_ft_weight(self.task.cfg.wise_ft_alpha))
+                wise = model.logits(image, weight=model.wise_ft_weight(self.task.cfg.wise_ft_alpha))
                 sums += [_hits(wise, image_target), _hits(model.zeroshot_logits(image), image_target)]
             values = torch.stack([v.float() for v in sums]).tolist()  # one host transfer per batch
         keys = ("loss", "loss_text", "loss_image") + tuple(k for k, _ in ACCURACIES)
