@@ -74,7 +74,7 @@ def _train(data, save, *extra):
            "--head", "partial", "--criterion", "xmodal_ce", "--optimizer", "adam", "--lr", "1e-2",
            "--lr-scheduler", "fixed", "--batch-size", "4", "--max-update", "3", "--valid-subset", "valid",
            "--no-epoch-checkpoints", "--save-dir", str(save), "--log-format", "json", "--num-workers", "0", *extra]
-    proc = run_cmd(cmd, save.parent, timeout=300)
+    run_cmd(cmd, save.parent, timeout=300)
     return torch.load(save / "checkpoint_last.pt", weights_only=False)["model"]
 
 

@@ -24,7 +24,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from fairseq.dataclass import FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
 from torch import Tensor, nn
 
