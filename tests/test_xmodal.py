@@ -108,8 +108,12 @@ def test_cache_of_another_body_or_layer_is_refused(clip_and_images, tmp_path):
 
     with pytest.raises(FeatureCacheError, match=r"made by body 'hf:.*clip' layer 0, not body 'hf:/elsewhere/clip'"):
         run(other, encoder=Renamed(FeatureEncoder(f"hf:{clip}")))
-    with pytest.raises(ValueError, match="--layer 1: only layer 0"):
-        FeatureEncoder(f"hf:{clip}", layer=1)
+    with pytest.raises(FeatureCacheError, match=r"classes\.safetensors: features made by body 'hf:.*clip' layer 0, "
+                       r"not body 'hf:.*clip' layer 1"):
+        run(_args(tmp_path, data, clip, splits="valid", layer=1))
+    with pytest.raises(ValueError, match=r"--layer 2: hf-clip-vision \(.*clip/config\.json\) has 1 blocks; .* "
+                       r"1 <= k <= 1"):
+        FeatureEncoder(f"hf:{clip}", layer=2)
 
 
 def test_classnames_that_differ_from_the_labels(clip_and_images, tmp_path):

@@ -72,7 +72,7 @@ def test_uni_modal_batches_hold_image_rows_only(tmp_path):
     task.load_dataset("train")
     itr = task.get_batch_iterator(task.dataset("train"), max_sentences=4).next_epoch_itr(shuffle=False)
     batches = list(itr)
-    assert len(batches) == 3 and all(not b["is_text"].any() and len(b["target"]) == 4 for b in batches)
+    assert len(batches) == 3 and all(b["n_text"] == 0 and len(b["target"]) == 4 for b in batches)
 
 
 def test_text_half_larger_than_the_text_table_stops(tmp_path):

@@ -9,14 +9,14 @@ import torch
 from ofa_ext.data.features import CLASS_TABLE, FeatureTable, table_path, write_table
 
 
-def tiny_clip_folder(root, seed: int = 0) -> str:
+def tiny_clip_folder(root, seed: int = 0, layers: int = 1) -> str:
     """A random tiny CLIPModel + word tokenizer, saved as a user's checkpoint folder would be."""
     from ofa_ext.models.crossmodal.adaptation_miniature import save_word_tokenizer, tiny_clip, vocabulary
 
-    path = os.path.join(str(root), "clip")
+    path = os.path.join(str(root), "clip" if layers == 1 else f"clip{layers}")
     if not os.path.isdir(path):
         torch.manual_seed(seed)
-        tiny_clip(len(vocabulary()), image_size=16, width=32, layers=1).save_pretrained(path)
+        tiny_clip(len(vocabulary()), image_size=16, width=32, layers=layers).save_pretrained(path)
         save_word_tokenizer(path, vocabulary(), 16)
     return path
 
@@ -58,3 +58,24 @@ def write_features(folder, n_classes=3, width=8, per_class=(6, 4, 5), templates=
             feats, labels[index], index, torch.arange(v).repeat(len(labels)),
             {**common, "stream": "image", "split": split, "n_samples": len(labels)}))
     return Path(folder)
+
+
+def text_samples(root, classes=("red circle", "blue square"), per_split=(3, 2, 2)):
+    """ROOT/{train,valid,test}.npz text samples of different lengths (padding matters) + meta.json."""
+    import json
+
+    import numpy as np
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    words = ["small", "big", "a", "the", "photo", "of"]
+    for split, n in zip(("train", "valid", "test"), per_split):
+        x, y = [], []
+        for c, name in enumerate(classes):
+            for i in range(n):
+                x.append(" ".join([name] + words[:(i * 2 + c) % len(words)]))
+                y.append(c)
+        np.savez(root / f"{split}.npz", x=np.array(x), y=np.array(y))
+    (root / "meta.json").write_text(json.dumps({"class_names": [c.replace(" ", "_") for c in classes]}))
+    (root / "classes.txt").write_text("".join(f"{c.replace(' ', '_')}\t{c}\n" for c in classes))
+    return root

@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-views", default="center,flip", help="image views of the train split (released: +flip)")
     p.add_argument("--image-size", type=int, default=0, help="crop size; 0 = the vision tower's image_size "
                    "(OFA: the checkpoint's patch_image_size)")
-    p.add_argument("--layer", type=int, default=0, help="layer index (0 = final features; only 0 is implemented)")
+    p.add_argument("--layer", type=int, default=0, help="0 = final features; k >= 1 = the samples' hidden states at "
+                   "the input of the last k blocks, for --head partial (class-name texts stay final features)")
+    p.add_argument("--cache-dtype", default="float16", choices=("float16", "float32"),
+                   help="dtype of the layer-k hidden states (a sequence per sample; float16 halves the cache)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images")
     p.add_argument("--overwrite", action="store_true", help="replace files made by another body or layer")
@@ -68,26 +71,41 @@ class _Images(torch.utils.data.Dataset):
         return self.transform(self.split.load(i)), i
 
 
+def _pad_cat(chunks: List[torch.Tensor], masks: List[Optional[torch.Tensor]]):
+    """Concatenate (B, T_i, d) chunks padded to the longest T (True = pad in the mask); 2-D chunks as is."""
+    if chunks[0].dim() == 2:
+        return torch.cat(chunks), None
+    t = max(c.shape[1] for c in chunks)
+    out = torch.cat([torch.nn.functional.pad(c, (0, 0, 0, t - c.shape[1])) for c in chunks])
+    if all(m is None for m in masks):
+        return out, None
+    full = [torch.zeros(c.shape[:2], dtype=torch.bool) if m is None else m for c, m in zip(chunks, masks)]
+    return out, torch.cat([torch.nn.functional.pad(m, (0, t - m.shape[1]), value=True) for m in full])
+
+
 def _extract_split(encoder, split, views: List[str], size: int, batch_size: int, workers: int):
-    """(features, index, view) of every sample; the caller checks the counts."""
-    feats, index, view = [], [], []
+    """(features, padding, index, view) of every sample; the caller checks the counts."""
+    feats, masks, index, view = [], [], [], []
     if split.kind == "image":
         transform = CoOpTransform(size, views, encoder.mean_std)  # the body's mean/std (CLIP's, OFA's 0.5)
         loader = torch.utils.data.DataLoader(_Images(split, transform), batch_size=batch_size,
                                              num_workers=workers, shuffle=False)
-        for x, idx in loader:  # x: [B, V, 3, s, s]
+        for x, idx in loader:  # x: [B, V, 3, s, s] -> rows sample-major, view-minor
             b, v = x.shape[:2]
-            f = encoder.encode_images(x.flatten(0, 1)).view(b, v, -1)
-            feats.append(f.flatten(0, 1))
+            feats.append(encoder.encode_images(x.flatten(0, 1)))
+            masks.append(None)
             index.append(idx.repeat_interleave(v))
             view.append(torch.arange(v).repeat(b))
     else:
         for start in range(0, len(split), batch_size):
             texts = [split.load(i) for i in range(start, min(start + batch_size, len(split)))]
-            feats.append(encoder.encode_texts(texts))
+            f, m = encoder.encode_text_samples(texts)
+            feats.append(f)
+            masks.append(m)
             index.append(torch.arange(start, start + len(texts)))
             view.append(torch.zeros(len(texts), dtype=torch.long))
-    return torch.cat(feats), torch.cat(index), torch.cat(view)
+    features, padding = _pad_cat(feats, masks)
+    return features, padding, torch.cat(index), torch.cat(view)
 
 
 def _reuse(path: Path, identity: Dict, key: str, overwrite: bool) -> bool:
@@ -107,7 +125,8 @@ def run(args: argparse.Namespace, encoder=None) -> Dict[str, Dict]:
     template_list = args.template or templates(args.templates, args.dataset_name)
     if any("{}" not in t for t in template_list):
         raise ValueError(f"--template: every template needs '{{}}' for the class name, got {template_list}")
-    encoder = encoder or feature_encoder(args.body, args.layer, bpe_dir=args.bpe_dir, spm_model=args.spm_model)
+    encoder = encoder or feature_encoder(args.body, args.layer, bpe_dir=args.bpe_dir, spm_model=args.spm_model,
+                                         cache_dtype=getattr(torch, args.cache_dtype))
     identity = encoder.identity()
     out = Path(args.out)
     common = {**identity, "classnames": labels, "names": names}
@@ -119,7 +138,7 @@ def run(args: argparse.Namespace, encoder=None) -> Dict[str, Dict]:
     report[CLASS_TABLE] = _one(path, key, identity, args.overwrite, lambda: FeatureTable(
         encoder.encode_texts(texts), torch.tensor(text_labels), torch.tensor(text_labels), torch.tensor(template_ids),
         {**common, "stream": "text", "split": CLASS_TABLE, "templates": template_list, "n_samples": len(labels),
-         "cache_key": key}))
+         "cached_at": "final", "cache_key": key}))
 
     for name in [s for s in args.splits.split(",") if s]:
         split = read_split(args.data, name)
@@ -135,14 +154,17 @@ def run(args: argparse.Namespace, encoder=None) -> Dict[str, Dict]:
         key = cache_key(identity, options, split.files)
 
         def make(split=split, views=views, size=size, key=key, name=name):
-            feats, index, view = _extract_split(encoder, split, views, size, args.batch_size, args.workers)
+            feats, padding, index, view = _extract_split(encoder, split, views, size, args.batch_size, args.workers)
             expected = len(split) * len(views)
             if len(feats) != expected or sorted(set(index.tolist())) != list(range(len(split))):
                 raise RuntimeError(f"split {name!r}: {len(feats)} feature rows for {len(split)} samples × "
                                    f"{len(views)} views = {expected}")
             y = torch.tensor([labels.index(lab) for lab in split.labels])[index]
-            return FeatureTable(feats, y, index, view, {**common, "stream": split.kind, "split": name,
-                                "views": views, "image_size": size, "n_samples": len(split), "cache_key": key})
+            return FeatureTable(feats, y, index, view, {
+                **common, "stream": split.kind, "split": name, "views": views, "image_size": size,
+                "n_samples": len(split), "sample_body": encoder.sample_body(split.kind)[1],
+                "cached_at": f"input of the last {encoder.layer} blocks" if encoder.layer else "final",
+                "cache_key": key}, padding)
         report[name] = _one(path, key, identity, args.overwrite, make)
     return report
 

@@ -2,6 +2,9 @@
 
 A table holds ``features`` ``(N, D)`` float32, ``labels`` ``(N,)``, ``index`` ``(N,)`` (the sample,
 or for text the class, each row comes from) and ``view`` ``(N,)`` (image view id, text template id).
+Partial fine-tuning (layer ``k >= 1``) caches sample tables as ``(N, T, d)`` hidden states in the
+extraction's cache dtype (float16 by default), with ``padding`` ``(N, T)`` bool (True = pad) for
+text samples; the header's ``cached_at`` says which (``final`` or ``input of the last k blocks``).
 Its header (safetensors metadata, JSON strings) names the body, its shape signature, the layer
 index, the stream (image / text), the split, the views or templates, the class names, the row
 and sample counts, and ``cache_key`` (a hash of the inputs and options): re-running the extraction
@@ -13,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from safetensors import safe_open
@@ -37,6 +40,7 @@ class FeatureTable:
     index: torch.Tensor  # (N,) long: sample (or class) of each row
     view: torch.Tensor  # (N,) long: image view / template id
     header: Dict[str, Any]
+    padding: Optional[torch.Tensor] = None  # (N, T) bool, True = pad: text samples cached at layer k >= 1
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -58,10 +62,15 @@ def write_table(path: PathLike, table: FeatureTable) -> None:
     for name in ("labels", "index", "view"):
         if getattr(table, name).shape != (n,):
             raise ValueError(f"{path}: {name} must have {n} rows, got {tuple(getattr(table, name).shape)}")
-    header = {"format": FORMAT, **table.header, "rows": n, "width": int(table.features.shape[1])}
+    header = {"format": FORMAT, **table.header, "rows": n, "width": int(table.features.shape[-1])}
+    if table.features.dim() == 3:
+        header["tokens"] = int(table.features.shape[1])
     meta = {k: json.dumps(v) for k, v in header.items()}
     tensors = {name: getattr(table, name).clone().contiguous() for name in ("features", "labels", "index", "view")}
-    tensors["features"] = tensors["features"].float()
+    if tensors["features"].dtype not in (torch.float16, torch.bfloat16):
+        tensors["features"] = tensors["features"].float()
+    if table.padding is not None:
+        tensors["padding"] = table.padding.bool().contiguous()
     for name in ("labels", "index", "view"):
         tensors[name] = tensors[name].long()
     with atomic_path(path) as tmp:
@@ -87,9 +96,10 @@ def read_table(path: PathLike) -> FeatureTable:
     header = read_header(path)
     with safe_open(str(path), framework="pt") as f:
         t = {k: f.get_tensor(k) for k in ("features", "labels", "index", "view")}
+        padding = f.get_tensor("padding") if "padding" in f.keys() else None
     if t["features"].shape[0] != header["rows"]:
         raise FeatureCacheError(f"{path}: header says {header['rows']} rows, the file holds {t['features'].shape[0]}")
-    return FeatureTable(t["features"], t["labels"], t["index"], t["view"], header)
+    return FeatureTable(t["features"], t["labels"], t["index"], t["view"], header, padding)
 
 
 def check_same_body(path: PathLike, header: Dict[str, Any], body: str, layer: int, signature: Any = None) -> None:

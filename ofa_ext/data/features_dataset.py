@@ -7,7 +7,7 @@ function of (seed, stream, pass), so any epoch's batches can be rebuilt without 
 rank gets the same list before fairseq deals batches out to ranks.
 """
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -15,23 +15,47 @@ from fairseq.data import FairseqDataset
 
 
 class FeatureRows(FairseqDataset):
-    """Rows of features with labels; ``is_text`` marks the rows from the class-name table."""
+    """Rows with labels; the first ``n_text`` rows come from the class-name table.
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, is_text: torch.Tensor):
-        self.features, self.labels, self.is_text = features.float(), labels.long(), is_text.bool()
+    ``features`` holds every row as a vector ``(N, D)``; or, for partial fine-tuning, only the
+    ``n_text`` text rows, the sample rows being ``tokens`` ``(N − n_text, T, d)`` hidden states
+    (``padding`` ``(N − n_text, T)`` for text samples). A batch is gathered in one step
+    (``__getitems__``, which torch's DataLoader calls with the whole index list) and holds its text
+    rows first, so the criterion takes the halves as slices.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, n_text: int = 0,
+                 tokens: Optional[torch.Tensor] = None, padding: Optional[torch.Tensor] = None):
+        self.features, self.labels, self.n_text = features.float(), labels.long(), int(n_text)
+        self.tokens, self.padding = tokens, padding
 
     def __len__(self) -> int:
-        return int(self.features.shape[0])
+        return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> int:
         return index
 
-    def collater(self, samples: List[int]) -> Dict[str, Any]:
-        if not samples:
-            return {}
-        idx = torch.tensor(samples, dtype=torch.long)
-        return {"id": idx, "net_input": {"features": self.features[idx]}, "target": self.labels[idx],
-                "is_text": self.is_text[idx], "nsentences": len(samples), "ntokens": len(samples)}
+    def __getitems__(self, indices) -> Dict[str, Any]:
+        return self.collater(indices)
+
+    def collater(self, samples) -> Dict[str, Any]:
+        if isinstance(samples, dict) or len(samples) == 0:  # already gathered by __getitems__, or empty
+            return samples if isinstance(samples, dict) else {}
+        idx = torch.as_tensor(np.asarray(samples, dtype=np.int64))
+        n_text = 0
+        if self.n_text:
+            text = idx < self.n_text
+            n_text = int(text.sum())
+            if n_text and not bool(text[:n_text].all()):  # text rows first
+                idx = torch.cat([idx[text], idx[~text]])
+        if self.tokens is None:
+            net_input = {"features": self.features[idx]}
+        else:
+            rows = idx[n_text:] - self.n_text
+            net_input = {"features": self.features[idx[:n_text]], "tokens": self.tokens[rows],
+                         "padding": None if self.padding is None else self.padding[rows]}
+        return {"id": idx, "net_input": net_input, "target": self.labels[idx], "n_text": n_text,
+                "nsentences": len(idx), "ntokens": len(idx)}
 
     @property
     def sizes(self) -> np.ndarray:

@@ -20,6 +20,12 @@ every rank takes the same decision. Validation logs three heads: the trained one
 WiSE-FT (``accuracy_wiseft``, ``--wise-ft-alpha``) and the zero-shot text classifier
 (``accuracy_zeroshot``).
 
+Partial fine-tuning (``--head partial``): features extracted with ``--layer k`` hold, for the
+samples, the hidden states at the input of the body's last ``k`` blocks; the model copies those
+blocks from the body folder named in the cache header (``sample_body``) and trains them (or PETL
+pieces on them), logit scale 4.0 by default. ``--head partial`` on final features, or another head
+on layer-k features, is refused with one line naming the file.
+
 Where we differ: a batch whose text (or image) half does not fit its table is refused with one
 line (the released sweep skips such batch sizes silently); the grid script reports the skip.
 """
@@ -32,9 +38,12 @@ from typing import Dict, Optional
 import torch
 from fairseq.data import iterators
 from fairseq.dataclass import FairseqDataclass
+from fairseq.logging import metrics
+from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
 
-from ..data.features import CLASS_TABLE, FeatureCacheError, check_same_body, few_shot_rows, read_table, table_path
+from ..data.features import (CLASS_TABLE, FeatureCacheError, check_same_body, few_shot_rows, read_header,
+                             read_table, table_path)
 from ..data.features_dataset import FeatureRows, split_batch, two_stream_batches
 
 logger = logging.getLogger(__name__)
@@ -67,6 +76,11 @@ def _sample_table(folder: Path, split: str):
     return found[0], read_table(found[0])
 
 
+def _sample_path(folder: Path, split: str) -> Path:
+    found = sorted(p for p in folder.glob(f"{split}.*.safetensors"))
+    return found[0] if len(found) == 1 else _sample_table(folder, split)[0]
+
+
 @register_task("crossmodal_adaptation", dataclass=CrossmodalAdaptationConfig)
 class CrossmodalAdaptationTask(FairseqTask):
     cfg: CrossmodalAdaptationConfig
@@ -92,6 +106,29 @@ class CrossmodalAdaptationTask(FairseqTask):
         if cfg.body is not None:
             check_same_body(path, text.header, cfg.body, cfg.layer)
         return cls(cfg, text)
+
+    @property
+    def sample_layer(self) -> int:
+        """k of the cache: 0 = final features, else the samples are the input of the last k blocks."""
+        return int(self.text_table.header.get("layer", 0))
+
+    def partial_tower(self):
+        """The body's last k blocks (+ norm, pooling, projection) with the pretrained weights of the
+        body folder named in the train table's header; its shapes must be those the cache was made with."""
+        from ..api import load_body
+        from ..models.crossmodal.partial_blocks import PartialTower
+
+        path = _sample_path(Path(self.cfg.data), "train")
+        if self.sample_layer == 0:
+            raise FeatureCacheError(f"--head partial: {path} holds final features (layer 0); partial fine-tuning "
+                                    "needs the hidden states of ofa-extract-features --layer k (k >= 1)")
+        header = read_header(path)
+        body = load_body(header["sample_body"])
+        signatures = list(header["signature"].values())
+        if body.signature() not in signatures:
+            raise FeatureCacheError(f"{path}: made by {header['sample_body']} with shapes {signatures}, but that "
+                                    f"folder now holds {body.signature()} (the checkpoint changed): extract again")
+        return PartialTower(body, self.sample_layer)
 
     def zeroshot_weights(self) -> torch.Tensor:
         from ..models.crossmodal.adaptation import zeroshot_weights
@@ -120,14 +157,18 @@ class CrossmodalAdaptationTask(FairseqTask):
         else:
             rows = torch.nonzero(table.view == 0).flatten()
         feats, labels = table.features[rows], table.labels[rows]
-        is_text = torch.zeros(len(rows), dtype=torch.bool)
+        padding = None if table.padding is None else table.padding[rows]
+        n_text, t = 0, self.text_table
+        text_feats, text_labels = t.features[:0], t.labels[:0]
         if split == "train":
             self.train_image_rows = len(rows)
             if cfg.modality == "cross_modal":
-                t = self.text_table
-                feats, labels = torch.cat([t.features, feats]), torch.cat([t.labels, labels])
-                is_text = torch.cat([torch.ones(len(t), dtype=torch.bool), is_text])
-        self.datasets[split] = FeatureRows(feats, labels, is_text)
+                text_feats, text_labels, n_text = t.features, t.labels, len(t)
+        labels = torch.cat([text_labels, labels])
+        if feats.dim() == 3:  # hidden states of the last blocks' input: the head's blocks take them
+            self.datasets[split] = FeatureRows(text_feats, labels, n_text, tokens=feats, padding=padding)
+        else:
+            self.datasets[split] = FeatureRows(torch.cat([text_feats, feats]), labels, n_text)
         logger.info("crossmodal_adaptation: %s: %d rows from %s (%s)", split, len(rows), path,
                     f"{cfg.shots} shots, seed {cfg.seed}" if split != "test" else "all")
 
@@ -165,6 +206,25 @@ class CrossmodalAdaptationTask(FairseqTask):
                                             num_workers=num_workers, epoch=epoch, buffer_size=data_buffer_size,
                                             disable_shuffling=True)
 
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """FairseqTask's step without its per-update profiler ranges and disabled autocast context."""
+        model.train()
+        model.set_num_updates(update_num)
+        if isinstance(optimizer, AMPOptimizer):
+            with torch.autocast("cuda"):
+                loss, sample_size, logging_output = criterion(model, sample)
+        else:
+            loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss = loss * 0
+        optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        """Rows per batch (``bsz``) and the criterion's sums; no wpb/wps: a row is not a token."""
+        metrics.log_scalar("bsz", sum(log.get("nsentences", 0) for log in logging_outputs), priority=190, round=1)
+        criterion.__class__.reduce_metrics(logging_outputs)
+
     def max_positions(self):
         return None
 
@@ -177,6 +237,10 @@ class CrossmodalAdaptationTask(FairseqTask):
         return None
 
     def build_model(self, cfg, from_checkpoint=False):
+        if self.sample_layer and getattr(cfg, "head", None) != "partial":
+            raise FeatureCacheError(f"--head {getattr(cfg, 'head', None)}: {_sample_path(Path(self.cfg.data), 'train')} "
+                                    f"holds hidden states at the input of the last {self.sample_layer} blocks "
+                                    "(ofa-extract-features --layer); train them with --head partial")
         model = super().build_model(cfg, from_checkpoint)
         if tuple(model.zeroshot.shape) != (self.n_classes, self.text_table.features.shape[1]):
             raise ValueError("crossmodal_adaptation: the head's zero-shot rows do not match the text table")

@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ USER_DIR = str(Path(__file__).resolve().parents[2] / "ofa_ext")
 GRIDS = {  # specs/crossmodal_adaptation.md §6
     "linear": {"lr": [1e-3, 1e-4], "weight_decay": [0.0, 1e-2, 1e-4], "batch": [8, 32]},
     "adapter": {"lr": [1e-4, 1e-5, 1e-6, 1e-7], "weight_decay": [0.0, 1e-3, 1e-5], "batch": [8]},
+    "partial": {"lr": [1e-5, 1e-6, 1e-7], "weight_decay": [0.0, 1e-3, 1e-5], "batch": [8]},
     "audio": {"lr": [1e-1, 1e-2, 1e-3, 1e-4], "weight_decay": [0.0, 1e-2, 1e-4], "batch": [8]},
 }
 LOG = re.compile(r"\| (valid|test) \| (\{.*\})\s*$")
@@ -76,7 +78,8 @@ def train_command(a, shots: int, seed: int, cfg: dict) -> list:
             "--task", "crossmodal_adaptation", "--shots", str(shots), "--seed", str(seed),
             "--modality", a.modality, "--text-batch-ratio", str(a.text_batch_ratio),
             "--updates-per-epoch", str(a.updates_per_epoch), "--wise-ft-alpha", str(a.wise_ft_alpha),
-            "--arch", "xmodal_head", "--head", a.head, "--classifier-init", a.init, "--logit-scale", str(a.logit_scale),
+            "--arch", "xmodal_head", "--head", a.head, "--classifier-init", a.init,
+            *([] if a.logit_scale is None else ["--logit-scale", str(a.logit_scale)]), *shlex.split(a.petl),
             "--criterion", "xmodal_ce", "--optimizer", "adam", "--adam-betas", "(0.9,0.999)",
             "--lr", str(cfg["lr"]), "--weight-decay", str(cfg["weight_decay"]), "--batch-size", str(cfg["batch"]),
             "--lr-scheduler", "cosine", "--warmup-updates", str(a.warmup_updates), "--warmup-init-lr", "1e-5",
@@ -109,9 +112,11 @@ def main(argv=None) -> dict:
     p.add_argument("--shots", default="1,2,4,8,16")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--modality", default="cross_modal", choices=["cross_modal", "uni_modal"])
-    p.add_argument("--head", default="linear", choices=["linear", "adapter"])
+    p.add_argument("--head", default="linear", choices=["linear", "adapter", "partial"],
+                   help="partial: features extracted with --layer k; use --grid partial")
     p.add_argument("--init", default="zeroshot", choices=["zeroshot", "random"])
-    p.add_argument("--logit-scale", type=float, default=4.60517)
+    p.add_argument("--logit-scale", type=float, default=None, help="default: the head's (4.60517; partial 4.0)")
+    p.add_argument("--petl", default="", help="PETL flags for the partial head's blocks, e.g. '--lora --lora-r 4'")
     p.add_argument("--text-batch-ratio", type=float, default=0.5)
     p.add_argument("--wise-ft-alpha", type=float, default=0.5)
     p.add_argument("--max-update", type=int, default=12800)

@@ -146,6 +146,14 @@ class OFAFeatureEncoder:
     def encode_texts(self, texts: List[str]) -> Tensor:
         return self._pooled(self.token_ids(texts)[0])
 
+    def sample_body(self, kind: str):
+        """The body that encodes samples of either kind (one encoder for both) and its spec."""
+        return self.body, self.spec
+
+    def encode_text_samples(self, texts: List[str]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Text samples: final features only (partial fine-tuning is not offered for OFA bodies)."""
+        return self.encode_texts(texts), None
+
     def _pooled(self, inputs: Tensor) -> Tensor:
         """The one path of both streams: OFA's embedding of ``inputs`` → encoder → pool → project."""
         inp = self.body.embed(inputs)
