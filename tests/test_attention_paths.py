@@ -151,3 +151,21 @@ def test_features_only_leaves_a_dense_embedding_gradient(ofa_nano):
     features.sum().backward()
     grad = model.encoder.embed_tokens.weight.grad
     assert grad is not None and not grad.is_sparse
+
+
+def test_key_rows_equal_expanded_keys():
+    """Cross-attention over distinct key rows + key_rows (beam search) = over the expanded keys."""
+    attn = _attention(self_attention=False).eval()
+    g = torch.Generator().manual_seed(5)
+    rows = torch.tensor([0, 0, 1, 1, 1, 0])
+    query = torch.randn(T, len(rows), C, generator=g)
+    distinct = torch.randn(S, 2, C, generator=g)
+    pad = torch.zeros(len(rows), S, dtype=torch.bool)
+    pad[2:5, -3:] = True  # padding follows the source row
+    bias = torch.randn(1, H, T, S, generator=g)
+    with torch.no_grad():
+        want, _ = attn(query, distinct[:, rows], distinct[:, rows], key_padding_mask=pad, attn_bias=bias,
+                       need_weights=False)
+        got, _ = attn(query, distinct, distinct, key_padding_mask=pad, attn_bias=bias, need_weights=False,
+                      key_rows=rows)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

@@ -1,4 +1,5 @@
-"""The trunk's inference path (batch norm folded into the convolutions) against the module path.
+"""The trunk's inference path (batch norm folded into the convolutions, channels-last max pooling)
+against the module path.
 
 Eval mode with autograd on runs every batch norm as a module (the reference); eval mode under
 ``torch.no_grad`` folds them into the convolutions. Both must agree to float rounding, with

@@ -122,8 +122,10 @@ class MultiheadAttention(nn.Module):
         attn_mask: Optional[Tensor] = None,
         need_head_weights: bool = False,
         attn_bias: Optional[Tensor] = None,
+        key_rows: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """query [Tq, B, C]; key/value [Tk, B, C]; key_padding_mask [B, Tk] (True = pad);
+        """query [Tq, B, C]; key/value [Tk, B, C], or [Tk, B0, C] with key_rows [B] giving each query
+        sample's row (keys and values are then projected once per distinct row); key_padding_mask [B, Tk] (True = pad);
         attn_mask [Tq, Tk] additive; attn_bias additive, [B·H, Tq, Tk] or broadcastable to [B, H, Tq, Tk].
         Returns (output [Tq, B, C], weights [B, Tq, Tk] averaged over heads, or [H, B, Tq, Tk]
         with need_head_weights, or None)."""
@@ -144,8 +146,10 @@ class MultiheadAttention(nn.Module):
             k = self._shape(self.k_proj(query), bsz)
             v = self._shape(self.v_proj(query), bsz)
         elif key is not None:
-            k = self._shape(self.k_proj(key), bsz)
-            v = self._shape(self.v_proj(key if value is None else value), bsz)
+            k = self._shape(self.k_proj(key), key.size(1))
+            v = self._shape(self.v_proj(key if value is None else value), key.size(1))
+            if key_rows is not None:
+                k, v = k.index_select(0, key_rows), v.index_select(0, key_rows)
 
         if buffer is not None:
             k, v, key_padding_mask = self._update_cache(buffer, k, v, key_padding_mask, bsz, static_kv)

@@ -126,9 +126,11 @@ class OFADecoder(FairseqIncrementalDecoder):
             raise ValueError(f"target length {tgt_len} exceeds max_target_positions={self.max_target_positions}")
         if alignment_layer is None:
             alignment_layer = self.num_layers - 1
-        enc = enc_pad = src_pos = None
+        enc = enc_pad = src_pos = enc_rows = None
         if encoder_out is not None and len(encoder_out.get("encoder_out", [])) > 0:
             enc = encoder_out["encoder_out"][0]
+            if encoder_out.get("encoder_rows"):  # reordered (beam search): keys/values once per distinct source
+                enc, enc_rows = encoder_out["encoder_out_distinct"][0], encoder_out["encoder_rows"][0]
             enc_pad = encoder_out["encoder_padding_mask"][0] if encoder_out.get("encoder_padding_mask") else None
             src_pos = encoder_out["position_embeddings"][0]
 
@@ -174,7 +176,7 @@ class OFADecoder(FairseqIncrementalDecoder):
             x, layer_attn = layer(
                 x, enc, enc_pad, incremental_state, self_attn_mask=causal, self_attn_padding_mask=self_pad,
                 need_attn=idx == alignment_layer, need_head_weights=idx == alignment_layer,
-                self_attn_bias=self_bias, cross_attn_bias=cross_bias,
+                self_attn_bias=self_bias, cross_attn_bias=cross_bias, encoder_rows=enc_rows,
             )
             inner_states.append(x)
             if layer_attn is not None and idx == alignment_layer:

@@ -203,15 +203,25 @@ class OFAEncoder(FairseqEncoder):
         return self.forward(**{k: v for k, v in net_input.items() if k != "prev_output_tokens"})
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[Tensor]], new_order: Tensor):
-        """Index-select along the batch: dim 1 of [T, B, C] tensors, dim 0 of the others."""
+        """Index-select along the batch: dim 1 of [T, B, C] tensors, dim 0 of the others. The states
+        before any reordering are kept too ("encoder_out_distinct", with "encoder_rows": the row of
+        each new sample among them): beam search repeats every source beam times, and the decoder's
+        cross-attention then projects keys and values once per source, not once per hypothesis."""
         def sel(key: str, dim: int) -> List[Tensor]:
             return [t.index_select(dim, new_order) for t in encoder_out.get(key, [])]
 
         def shared_or_sel(key: str) -> List[Tensor]:  # one row shared by all samples stays one row
             return [t if t.size(0) == 1 else t.index_select(0, new_order) for t in encoder_out.get(key, [])]
 
+        distinct, rows = encoder_out.get("encoder_out_distinct"), encoder_out.get("encoder_rows")
+        if not distinct:
+            distinct, rows = encoder_out.get("encoder_out", []), [new_order]
+        else:
+            rows = [rows[0].index_select(0, new_order)]
         return {
             "encoder_out": sel("encoder_out", 1),
+            "encoder_out_distinct": distinct,
+            "encoder_rows": rows if distinct else [],
             "encoder_padding_mask": sel("encoder_padding_mask", 0),
             "encoder_embedding": sel("encoder_embedding", 0),
             "encoder_states": sel("encoder_states", 1),

@@ -164,8 +164,10 @@ class DecoderLayer(_FFN):
         need_head_weights: bool = False,
         self_attn_bias: Optional[Tensor] = None,
         cross_attn_bias: Optional[Tensor] = None,
+        encoder_rows: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """x [T, B, C]; encoder_out [S, B, C]; biases broadcastable to [B, H, T, T] / [B, H, T, S].
+        """x [T, B, C]; encoder_out [S, B, C] (or [S, B0, C] with encoder_rows [B]: the row of each
+        sample); biases broadcastable to [B, H, T, T] / [B, H, T, S].
         Returns (x, cross-attention weights or None)."""
         residual = x
         x = self.self_attn_layer_norm(x)
@@ -185,7 +187,7 @@ class DecoderLayer(_FFN):
                 x, encoder_out, encoder_out, key_padding_mask=encoder_padding_mask,
                 incremental_state=incremental_state, static_kv=True,
                 need_weights=need_attn or need_head_weights, need_head_weights=need_head_weights,
-                attn_bias=cross_attn_bias,
+                attn_bias=cross_attn_bias, key_rows=encoder_rows,
             )
             x = self.cross_attn_ln(x)
             x = F.dropout(x, p=self.dropout, training=self.training)

@@ -116,8 +116,17 @@ class ResNetTrunk(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.size(1) != 3:
             raise ValueError(f"patch_images must be [B, 3, H, W]; got {tuple(images.shape)}")
-        x = self.maxpool(self.relu(conv_bn(images, self.conv1, self.bn1)))
+        x = self._max_pool(self.relu(conv_bn(images, self.conv1, self.bn1)))
         return self.layer3(self.layer2(self.layer1(x)))
+
+    def _max_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """In pure inference on the CPU, max pooling runs channels-last: the same maxima, ~3x faster
+        (torch's NCHW kernel is slow there); training keeps NCHW, whose backward is the faster one, and
+        so do torch.func transforms (they have no channels-last layout)."""
+        if (self.training or torch.is_grad_enabled() or x.device.type != "cpu"
+                or torch._C._functorch.is_functorch_wrapped_tensor(x)):
+            return self.maxpool(x)
+        return self.maxpool(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 def build_resnet(resnet_type: str, drop_path_rate: float = 0.0) -> ResNetTrunk:
