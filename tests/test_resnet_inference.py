@@ -44,3 +44,15 @@ def test_training_mode_keeps_batch_statistics():
     with torch.no_grad():
         net(x)
     assert not torch.equal(before, net.bn1.running_mean)  # batch statistics used and tracked: not folded
+
+
+def test_folded_batch_norm_in_bfloat16():
+    """The fold runs in fp32 and casts back: bf16 inference stays at the module path's precision."""
+    net = _trunk().to(torch.bfloat16)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    with torch.no_grad():
+        folded = net(x)
+    reference = net(x).detach()
+    assert folded.dtype == torch.bfloat16
+    scale = reference.float().abs().max().item()
+    assert (folded.float() - reference.float()).abs().max().item() <= 0.05 * scale

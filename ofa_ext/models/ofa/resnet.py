@@ -40,8 +40,10 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, stride=None) -
     stride = conv.stride if stride is None else stride
     if bn.training or torch.is_grad_enabled() or bn.running_mean is None:
         return bn(F.conv2d(x, conv.weight, conv.bias, stride, conv.padding, conv.dilation, conv.groups))
-    w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
-    return F.conv2d(x, w, b, stride, conv.padding, conv.dilation, conv.groups)
+    f32 = [None if t is None else t.float() for t in (conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                        bn.weight, bn.bias)]  # folded in fp32, as bn computes
+    w, b = fuse_conv_bn_weights(f32[0], f32[1], f32[2], f32[3], bn.eps, f32[4], f32[5])
+    return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), stride, conv.padding, conv.dilation, conv.groups)
 
 
 class Bottleneck(nn.Module):
