@@ -45,6 +45,7 @@ from fairseq.tasks import FairseqTask, register_task
 from ..data.features import (CLASS_TABLE, FeatureCacheError, check_same_body, few_shot_rows, read_header,
                              read_table, table_path)
 from ..data.features_dataset import FeatureRows, split_batch, two_stream_batches
+from .dictionary_free import DictionaryFreeTask
 
 logger = logging.getLogger(__name__)
 MODALITIES = ("cross_modal", "uni_modal")
@@ -82,7 +83,7 @@ def _sample_path(folder: Path, split: str) -> Path:
 
 
 @register_task("crossmodal_adaptation", dataclass=CrossmodalAdaptationConfig)
-class CrossmodalAdaptationTask(FairseqTask):
+class CrossmodalAdaptationTask(DictionaryFreeTask, FairseqTask):
     cfg: CrossmodalAdaptationConfig
 
     def __init__(self, cfg: CrossmodalAdaptationConfig, text_table):
@@ -224,17 +225,6 @@ class CrossmodalAdaptationTask(FairseqTask):
         """Rows per batch (``bsz``) and the criterion's sums; no wpb/wps: a row is not a token."""
         metrics.log_scalar("bsz", sum(log.get("nsentences", 0) for log in logging_outputs), priority=190, round=1)
         criterion.__class__.reduce_metrics(logging_outputs)
-
-    def max_positions(self):
-        return None
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
 
     def build_model(self, cfg, from_checkpoint=False):
         if self.sample_layer and getattr(cfg, "head", None) != "partial":

@@ -26,6 +26,7 @@ from omegaconf import II
 from fairseq.tasks import FairseqTask, register_task
 
 from ..data.arrays import TARGETS, ArrayDataset, ArrayFileError, check_targets, read_npz
+from .dictionary_free import DictionaryFreeTask
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class CrossmodalFinetuneConfig(FairseqDataclass):
 
 
 @register_task("crossmodal_finetune", dataclass=CrossmodalFinetuneConfig)
-class CrossmodalFinetuneTask(FairseqTask):
+class CrossmodalFinetuneTask(DictionaryFreeTask, FairseqTask):
     cfg: CrossmodalFinetuneConfig
 
     def __init__(self, cfg: CrossmodalFinetuneConfig, train_x: np.ndarray, train_y: np.ndarray, n_classes: int):
@@ -111,14 +112,3 @@ class CrossmodalFinetuneTask(FairseqTask):
         iterator.disable_shuffling = True
         iterator.shuffle = False
         return iterator
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return None
