@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ofa-make-grounding-data", description=__doc__.split("\n")[0])
     p.add_argument("--variant", choices=VARIANTS, default="refcoco",
                    help="refcoco: colour+shape+position words; refcoco+: appearance only; "
-                        "refcocog: full sentences with relations; largest: generic 'the largest object'")
+                        "refcocog: full sentences with relations; largest: generic 'the largest object'; "
+                        "region: a named part of the image ('the top left quarter'), whatever is drawn")
     p.add_argument("--out", required=True, help="output folder (created); gets train.tsv, valid.tsv, test.tsv")
     p.add_argument("--seed", type=int, default=1, help="same seed, same files")
     p.add_argument("--n-train", type=int, default=2000)

@@ -9,7 +9,9 @@ distinguishes the real datasets, so that tasks differ in the way π-Tuning's tas
 * ``refcocog`` — longer sentences relating the target to another object
   ("a small red circle to the left of the blue square").
 * ``largest``  — a different task in the same format: the text is always generic
-  ("the largest object"), the answer is decided by size alone.
+  ("the largest object"), the answer is decided by size alone (the image alone decides).
+* ``region``   — the opposite one: the text names a part of the image ("the top left quarter",
+  "the right half") and the answer is that part, whatever the shapes drawn (the text alone decides).
 
 Rows are ``uniq-id, image-id, text, "x0,y0,x1,y1", base64 image`` (read with
 ``selected_cols="0,4,2,3"``); the same seed gives the same files.
@@ -36,7 +38,7 @@ COLOURS: Dict[str, Tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 SHAPES = ("circle", "square", "triangle", "diamond")
-VARIANTS = ("refcoco", "refcoco+", "refcocog", "largest")
+VARIANTS = ("refcoco", "refcoco+", "refcocog", "largest", "region")
 SPLITS = ("train", "valid", "test")
 _SPLIT_ID_BASE = {"train": 100000, "valid": 200000, "test": 300000}
 
@@ -67,6 +69,12 @@ class Scene:
     objects: List[SceneObject] = field(default_factory=list)
     target: int = 0
     text: str = ""
+    region: Optional[Tuple[int, int, int, int]] = None  # an answer that is a part of the image, not an object
+
+    @property
+    def answer(self) -> Tuple[int, int, int, int]:
+        """The row's box: the named region, or the target object's box."""
+        return self.region if self.region is not None else self.objects[self.target].box
 
     def render(self) -> Image.Image:
         image = Image.new("RGB", (self.size, self.size), self.background)
@@ -287,8 +295,27 @@ def _scene_largest(rng: random.Random, size: int) -> Optional[Scene]:
     return scene
 
 
+def _regions(size: int) -> Dict[str, Tuple[int, int, int, int]]:
+    """The named parts of a square image: four halves, four quarters and the centre."""
+    h, q = size // 2, size // 4
+    return {"left half": (0, 0, h, size), "right half": (h, 0, size, size),
+            "top half": (0, 0, size, h), "bottom half": (0, h, size, size),
+            "top left quarter": (0, 0, h, h), "top right quarter": (h, 0, size, h),
+            "bottom left quarter": (0, h, h, size), "bottom right quarter": (h, h, size, size),
+            "centre": (q, q, size - q, size - q)}
+
+
+def _scene_region(rng: random.Random, size: int) -> Optional[Scene]:
+    scene = Scene(size, _background(rng))
+    if not _fill_distractors(rng, scene, rng.randint(2, 4), lambda c, s: False):
+        return None
+    name, scene.region = rng.choice(sorted(_regions(size).items()))
+    scene.text = rng.choice([f"the {name} of the image", f"{name} of the picture", f"the {name}"])
+    return scene
+
+
 _BUILDERS = {"refcoco": _scene_refcoco, "refcoco+": _scene_refcoco_plus, "refcocog": _scene_refcocog,
-             "largest": _scene_largest}
+             "largest": _scene_largest, "region": _scene_region}
 
 
 def make_scene(rng: random.Random, variant: str, size: int = 96) -> Scene:
@@ -302,7 +329,7 @@ def make_scene(rng: random.Random, variant: str, size: int = 96) -> Scene:
         if scene is not None:
             target = scene.objects[scene.target]
             rng.shuffle(scene.objects)
-            scene.target = scene.objects.index(target)
+            scene.target = scene.objects.index(target)  # (meaningless, and harmless, for a region answer)
             return scene
     raise RuntimeError(f"could not place objects for variant {variant!r} at size {size}")
 
@@ -316,8 +343,7 @@ def generate_scenes(variant: str, n: int, seed: int, split: str = "train", image
     for i in range(n):
         scene = make_scene(rng, variant, image_size)
         image_id = _SPLIT_ID_BASE[split] + i
-        box = scene.objects[scene.target].box
-        row = [f"{image_id}_0", str(image_id), scene.text, ",".join(f"{v:.1f}" for v in box),
+        row = [f"{image_id}_0", str(image_id), scene.text, ",".join(f"{v:.1f}" for v in scene.answer),
                encode_image_b64(scene.render(), image_format)]
         yield row, scene
 
@@ -361,5 +387,6 @@ def make_grounding_splits(out_dir: Union[str, Path], variant: str = "refcoco", s
 
 def _record_objects(row: List[str], scene: Scene, sink: List[dict]) -> List[str]:
     """Keep every object's box beside the row: baselines such as "the largest object" need them."""
-    sink.append({"id": row[0], "boxes": [list(o.box) for o in scene.objects], "target": scene.target})
+    target = scene.target if scene.region is None else None
+    sink.append({"id": row[0], "boxes": [list(o.box) for o in scene.objects], "target": target})
     return row
