@@ -30,7 +30,7 @@ gpu_flag=()
 [[ "$GPU" == "1" ]] && gpu_flag=(--gpu)
 
 mkdir -p "$SAVE_DIR" "$(dirname "$PROMPT_OUT")"
-ofa-launch --nproc "$NPROC" "${gpu_flag[@]}" -- "$DATA" \
+ofa-launch --nproc "$NPROC" "${gpu_flag[@]}" --then-pieces "export $(printf '%q %q' "$SAVE_DIR/checkpoint_best.pt" "$PROMPT_OUT") --task-name $(printf '%q' "$DATASET")" -- "$DATA" \
   --user-dir "$USER_DIR" --task prompt_tuning --arch crossmodal_model --body "$BODY" \
   --input-prompt-length "$PROMPT_LEN" --input-prompt-init "$PROMPT_INIT" --target-seq-len "$TARGET_SEQ_LEN" \
   --criterion crossmodal_loss --loss ce --optimizer adam --adam-betas '(0.9,0.999)' --lr "$LR" \
@@ -38,5 +38,4 @@ ofa-launch --nproc "$NPROC" "${gpu_flag[@]}" -- "$DATA" \
   --valid-subset valid,test --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric \
   --no-epoch-checkpoints --no-last-checkpoints --log-format simple --log-interval 10 \
   --save-dir "$SAVE_DIR" $EXTRA 2>&1 | tee "$SAVE_DIR/train.log"
-ofa-pieces export "$SAVE_DIR/checkpoint_best.pt" "$PROMPT_OUT" --task-name "$DATASET"
 ofa-epoch-report "$SAVE_DIR/train.log" | tee "$SAVE_DIR/report.json"

@@ -44,6 +44,7 @@ beam5='{"beam":5,"min_len":4,"max_len_a":0,"max_len_b":4}'
 : "${LOG_INTERVAL:=10}"
 : "${TENSORBOARD=$SAVE_DIR/tensorboard}"    # "" = no tensorboard logs
 : "${EXTRA=}"                               # more flags, e.g. PETL options (see train_refcoco_*.sh)
+: "${THEN_PIECES=}"                         # `ofa-pieces` arguments run after training, in the same process
 
 if (( BATCH_SIZE * UPDATE_FREQ * NPROC != TOTAL_BATCH )); then
   echo "train_refcoco.sh: BATCH_SIZE=$BATCH_SIZE x UPDATE_FREQ=$UPDATE_FREQ x NPROC=$NPROC is not TOTAL_BATCH=$TOTAL_BATCH" >&2
@@ -67,6 +68,7 @@ if [[ -n "$RESTORE" ]]; then args+=(--restore-file "$RESTORE" --reset-optimizer 
 [[ "$FREEZE_RESNET" != "1" ]] || args+=(--freeze-resnet)
 [[ -z "$TENSORBOARD" ]] || args+=(--tensorboard-logdir "$TENSORBOARD")
 launch=(--nproc "$NPROC")
+[[ -z "$THEN_PIECES" ]] || launch+=(--then-pieces "$THEN_PIECES")
 if [[ "$GPU" == "1" ]]; then launch+=(--gpu); args+=(--fp16 --fp16-scale-window 512); fi
 
 mkdir -p "$SAVE_DIR"

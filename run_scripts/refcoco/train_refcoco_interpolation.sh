@@ -32,5 +32,6 @@ fi
 interp="--interpolation-experts $EXPERTS --interpolation-init $INIT --interpolation-granularity $GRANULARITY"
 [[ -z "$SIMILARITY" ]] || interp+=" --interpolation-similarities $SIMILARITY"
 export EXTRA="$PETL_FLAGS $interp ${EXTRA:-}"
-bash "$(dirname "$0")/train_refcoco.sh"
-ofa-pieces collapse "$SAVE_DIR/checkpoint_best.pt" "$SAVE_DIR/pieces.safetensors" ${TASK_NAME:+--task-name "$TASK_NAME"}
+# the collapse runs inside the training process (ofa-launch --then-pieces)
+THEN_PIECES="collapse $(printf '%q %q' "$SAVE_DIR/checkpoint_best.pt" "$SAVE_DIR/pieces.safetensors")${TASK_NAME:+ --task-name $(printf '%q' "$TASK_NAME")}" \
+  bash "$(dirname "$0")/train_refcoco.sh"

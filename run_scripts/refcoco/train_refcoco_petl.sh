@@ -4,5 +4,6 @@
 set -euo pipefail
 : "${PETL_FLAGS:?set PETL_FLAGS, or run one of train_refcoco_{adapter,prefix,lora,bitfit}.sh}"
 export EXTRA="$PETL_FLAGS ${EXTRA:-}"
-bash "$(dirname "$0")/train_refcoco.sh"
-ofa-pieces export "$SAVE_DIR/checkpoint_best.pt" "$SAVE_DIR/pieces.safetensors" ${TASK_NAME:+--task-name "$TASK_NAME"}
+# the export runs inside the training process (ofa-launch --then-pieces): no second interpreter start
+THEN_PIECES="export $(printf '%q %q' "$SAVE_DIR/checkpoint_best.pt" "$SAVE_DIR/pieces.safetensors")${TASK_NAME:+ --task-name $(printf '%q' "$TASK_NAME")}" \
+  bash "$(dirname "$0")/train_refcoco.sh"
