@@ -1,6 +1,7 @@
 """Evaluate a grounding checkpoint: per-sample predictions (JSON lines) and a summary (JSON).
 
     ofa-evaluate DATA --path checkpoints/checkpoint_best.pt --gen-subset test --results-path results/x
+    ofa-evaluate DATA --path a.pt b.pt --results-path results/a results/b   # one process, two checkpoints
 
 `DATA` is a directory of `{split}.tsv` files or a TSV file. Boxes are `[x0, y0, x1, y1]` in
 original-image pixels; `acc@0.5` is the RefCOCO metric. The summary records the command line and the
@@ -30,9 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ofa-evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="directory with {split}.tsv files, or one TSV file")
-    p.add_argument("--path", required=True, help="checkpoint to evaluate (ours or an official OFA file)")
+    p.add_argument("--path", required=True, nargs="+",
+                   help="checkpoint(s) to evaluate (ours or official OFA files), one after the other in this "
+                        "process (the interpreter and data start once)")
     p.add_argument("--gen-subset", default="test", help="split to evaluate (file {split}.tsv in DATA)")
-    p.add_argument("--results-path", required=True, help="folder for predictions.jsonl and summary.json")
+    p.add_argument("--results-path", required=True, nargs="+",
+                   help="folder for predictions.jsonl and summary.json, one per --path")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--min-len", type=int, default=4)
@@ -74,11 +78,22 @@ def load_for_evaluation(path: str, data: str, overrides: dict):
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
-    out_dir = require_writable_folder(args.results_path, "--results-path")  # before the pass, not after it
+    if len(args.path) != len(args.results_path):
+        raise SystemExit(f"ofa-evaluate: {len(args.path)} --path checkpoint(s) but {len(args.results_path)} "
+                         "--results-path folder(s); expected one folder per checkpoint")
+    out_dirs = [require_writable_folder(d, "--results-path") for d in args.results_path]  # before any pass
     overrides = parse_json_dict(args.model_overrides, "--model-overrides")
     if args.skip_bad_rows:
         overrides["skip_bad_rows"] = True
-    model, cfg, task = load_for_evaluation(args.path, args.data, overrides)
+    command = "ofa-evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+    for path, out_dir in zip(args.path, out_dirs):
+        evaluate_checkpoint(path, out_dir, args, overrides, command)
+    return 0
+
+
+def evaluate_checkpoint(path: str, out_dir: Path, args: argparse.Namespace, overrides: dict, command: str) -> dict:
+    """One checkpoint on the split: predictions.jsonl and summary.json in ``out_dir``; returns the summary."""
+    model, cfg, task = load_for_evaluation(path, args.data, overrides)
     data_path = Path(args.data)
     subset = data_path.stem if data_path.is_file() else args.gen_subset
     use_cuda = torch.cuda.is_available() and not args.cpu
@@ -132,14 +147,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                        task.split_path(subset), skipped, total, n)
     summary = {
         "acc@0.5": round(hits / n, 6), "n": n, "rows": total, "skipped": skipped, "mean_iou": round(ious / n, 6),
-        "subset": subset, "data": str(args.data), "checkpoint": str(args.path),
-        "checkpoint_sha256": file_sha256(args.path), "decoding": dict(gen_args, constrained=not task.cfg.unconstrained_decoding),
-        "command": "ofa-evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "subset": subset, "data": str(args.data), "checkpoint": str(path),
+        "checkpoint_sha256": file_sha256(path), "decoding": dict(gen_args, constrained=not task.cfg.unconstrained_decoding),
+        "command": command,
     }
     atomic_write_text(out_dir / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps({"acc@0.5": summary["acc@0.5"], "n": n, "skipped": skipped, "results": str(out_dir)}))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":
