@@ -6,7 +6,7 @@ OUT=${OUT:-results/demo}                 # what a person looks at: summaries, pr
 WORK=${WORK:-$OUT/work}                  # data and checkpoints
 DATA_ROOT=$WORK/data
 SCRIPTS=run_scripts/refcoco
-VARIANTS=(refcoco refcoco+ refcocog largest)
+VARIANTS=(refcoco refcoco+ refcocog largest region)
 # One thread per process: on a 2-core machine where anything else runs, a 2-thread step waits for a
 # descheduled thread at every parallel region (measured: 5.2 s vs 0.13 s per demo step).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -17,7 +17,7 @@ if [[ "$QUICK" == "1" ]]; then
   PETL_UPDATES=${PETL_UPDATES:-6}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1})
 else
   N_TRAIN=${N_TRAIN:-6000}; N_EVAL=${N_EVAL:-200}; N_TEST=${N_TEST:-1000}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-2000}
-  PETL_UPDATES=${PETL_UPDATES:-200}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1 2 3})
+  PETL_UPDATES=${PETL_UPDATES:-150}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1 2 3})
 fi
 
 BEAM=${BEAM:-2}                          # beam of validation and evaluation (OFA: 5; 4-bin boxes need little)
@@ -45,18 +45,32 @@ make_demo_data() {
 }
 
 # train SCRIPT SAVE_DIR UPDATES [VAR=value ...]: one run script for UPDATES updates, validating and
-# keeping the best checkpoint at its half-way and last update; skipped when SAVE_DIR has one.
+# saving at the last one (SAVE_INTERVAL_UPDATES=N among the variables for more); skipped when
+# SAVE_DIR has a best checkpoint.
 train() {
   local script=$1 save=$2 updates=$3; shift 3
   [[ -f "$save/checkpoint_best.pt" && "${RETRAIN:-0}" != "1" ]] && return 0
-  env SAVE_DIR="$save" MAX_UPDATE="$updates" SAVE_INTERVAL_UPDATES=$((updates / 2 + 1)) TENSORBOARD= "$@" \
+  env SAVE_DIR="$save" MAX_UPDATE="$updates" SAVE_INTERVAL_UPDATES="$updates" TENSORBOARD= "$@" \
     bash "$SCRIPTS/$script"
 }
 
 # evaluate CHECKPOINT VARIANT NAME [VAR=value ...] -> $OUT/NAME/summary.json (evaluate_refcoco.sh)
 evaluate() {
   local ckpt=$1 variant=$2 name=$3; shift 3
-  env CHECKPOINT="$ckpt" DATA="$(data_dir "$variant")" SPLIT=test RESULTS="$OUT/$name" BATCH_SIZE=64 \
+  run_evaluation "$variant" "$ckpt" "$OUT/$name" "$@"
+}
+
+# evaluate_all VARIANT CHECKPOINT NAME [CHECKPOINT NAME ...]: the same for several checkpoints in one
+# process (an interpreter start with torch and fairseq costs as much as evaluating 1000 rows)
+evaluate_all() {
+  local variant=$1 ckpts=() results=(); shift
+  while (( $# >= 2 )); do ckpts+=("$1"); results+=("$OUT/$2"); shift 2; done
+  run_evaluation "$variant" "${ckpts[*]}" "${results[*]}"
+}
+
+run_evaluation() {  # VARIANT "CHECKPOINT ..." "RESULTS ..." [VAR=value ...]
+  local variant=$1 ckpts=$2 results=$3; shift 3
+  env CHECKPOINT="$ckpts" DATA="$(data_dir "$variant")" SPLIT=test RESULTS="$results" BATCH_SIZE=64 \
     BEAM="$BEAM" NO_REPEAT_NGRAM=0 "$@" bash "$SCRIPTS/evaluate_refcoco.sh" >/dev/null
 }
 

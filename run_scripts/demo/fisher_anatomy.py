@@ -27,7 +27,7 @@ def seed_rows(folder: Path, target: str, sources: list) -> list:
     return rows
 
 
-def main(pi_dir: str, target: str = "refcocog", sources: str = "refcoco,refcoco+,largest") -> None:
+def main(pi_dir: str, target: str = "refcocog", sources: str = "refcoco,refcoco+,largest,region") -> None:
     pi, names = Path(pi_dir), sources.split(",")
     lines = ["# Anatomy of the task embeddings (`fisher_anatomy.py`)", "",
              "Fisher mass = sum of the diagonal Fisher over the expert's adapter parameters; similarity to the "

@@ -30,13 +30,17 @@ run_method() {  # METHOD SEED
   train "${SCRIPT[$m]}" "$save" "$PETL_UPDATES" DATA="$(data_dir "$target")" FINETUNE_FROM="$foundation" \
     SEED="$seed" TASK_NAME="$target" ${VARS[$m]}
   [[ "$m" == "full" || "$seed" != "${SEEDS[0]}" ]] || cp "$save/pieces.safetensors" "$OUT/petl/$m.safetensors"
-  evaluate "$save/checkpoint_best.pt" "$target" "petl/$m/s$seed"
 }
 
-job petl_foundation evaluate "$foundation" "$target" petl/foundation_zero_shot
+evaluations=("$foundation" petl/foundation_zero_shot)
 for seed in "${SEEDS[@]}"; do
-  for m in "${METHODS[@]}"; do job "petl_${m}_s$seed" run_method "$m" "$seed"; done
+  for m in "${METHODS[@]}"; do
+    job "petl_${m}_s$seed" run_method "$m" "$seed"
+    evaluations+=("$WORK/ckpt/petl_${m}_s$seed/checkpoint_best.pt" "petl/$m/s$seed")
+  done
 done
+wait_jobs
+job petl_evaluation evaluate_all "$target" "${evaluations[@]}"
 wait_jobs
 zero=$(json_field "$OUT/petl/foundation_zero_shot/summary.json" "acc@0.5")
 printf 'demo: petl foundation (no tuning) on %s acc@0.5=%.3f\n' "$target" "$zero"

@@ -6,10 +6,13 @@ the learned weights. Writes PI_DIR/summary.json and prints the `demo:` lines.
 Usage: python run_scripts/demo/pi_report.py PI_DIR CKPT_ROOT TARGET N_LOW ROWS UPDATES DURATIONS_JSON "SEED ..." SOURCE...
 """
 
+import csv
 import json
 import statistics
 import sys
 from pathlib import Path
+
+from safetensors.torch import load_file
 
 from ofa_ext.models.petl import read_piece_file
 
@@ -23,6 +26,24 @@ def mean_std(values: list) -> dict:
 
 def fmt(stat: dict) -> str:
     return f"{stat['mean']:.3f}±{stat['std']:.3f}"
+
+
+def task_profiles(pi: Path, seeds: list, tasks: list) -> dict:
+    """Per task, over the seeds: its Fisher mass (the embedding's sum) and its highest similarity to any
+    other task (task_sim.csv). A task can stand apart in two ways: little mass (the foundation already
+    fits it, so the little gradient left is noise) or a large mass pointing elsewhere (it needs
+    different parameters)."""
+    mass, closest = {t: [] for t in tasks}, {t: [] for t in tasks}
+    for seed in seeds:
+        with open(pi / f"s{seed}" / "task_sim.csv", newline="") as f:
+            header, *matrix = list(csv.reader(f))
+        for i, task in enumerate(header):
+            if task in closest:
+                closest[task].append(max(float(v) for j, v in enumerate(matrix[i]) if j != i))
+        for task in tasks:
+            emb = load_file(str(pi / f"s{seed}" / "task_emb" / f"{task}.safetensors"))
+            mass[task].append(round(sum(float(v.double().sum()) for v in emb.values()), 4))
+    return {t: {"fisher_mass": mean_std(mass[t]), "closest_other": mean_std(closest[t])} for t in tasks}
 
 
 def main(pi: str, ckpt_root: str, target: str, n_low: str, rows: str, updates: str, durations: str, seeds: str,
@@ -54,6 +75,7 @@ def main(pi: str, ckpt_root: str, target: str, n_low: str, rows: str, updates: s
         "low_data_rows": int(n_low), "full_train_rows": int(rows), "updates_per_run": int(updates),
         "similarities": {v: mean_std(s) for v, s in sims.items()},
         "top_k_per_seed": top,
+        "task_profiles": task_profiles(pi, seeds, list(sources) + [target]),
         "acc@0.5": {
             "interpolation": mean_std([per_seed[s]["interpolation"] for s in seeds]),
             "collapsed": mean_std([per_seed[s]["collapsed"] for s in seeds]),

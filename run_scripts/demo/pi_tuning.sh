@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Demo stage 3: π-Tuning on the generated variants, from the foundation model of stage 1, once per
 # seed of SEEDS (the numbers are reported as mean ± std over the seeds):
-#  1. experts (train_refcoco_adapter.sh): one adapter per source task (refcoco, refcoco+, largest) on
+#  1. experts (train_refcoco_adapter.sh): one adapter per source task (refcoco, refcoco+, largest,
+#     region: the two "different tasks", decided by the image alone and by the text alone) on
 #     its full training set, and one for the low-data target (refcocog with PI_LOW_PERCENT % of its rows);
 #  2. task embeddings (refcoco_task_emb.sh: Fisher of each expert on its own training set) -> task
 #     similarity (CSV / Markdown / heatmap in $OUT/pi_tuning/s<seed>/) -> the top-k sources most
@@ -15,11 +16,11 @@ cd "$(dirname "$0")/../.."
 source run_scripts/demo/common.sh
 
 TARGET=${PI_TARGET:-refcocog}
-SOURCES=(${PI_SOURCES:-refcoco refcoco+ largest})
+SOURCES=(${PI_SOURCES:-refcoco refcoco+ largest region})
 TOP_K=${PI_TOP_K:-2}
 LOW_PERCENT=${PI_LOW_PERCENT:-10}
 UPDATES=${PI_UPDATES:-$PETL_UPDATES}
-EMB_SAMPLES=${PI_EMB_SAMPLES:-0}   # samples per task embedding (0: the whole training split, as π-Tuning)
+EMB_SAMPLES=${PI_EMB_SAMPLES:-1500}  # samples per task embedding (π-Tuning: 0, the whole training split)
 EXPERT_VARS=(ADAPTER_DIM="${PI_ADAPTER_DIM:-16}" LR="${PI_LR:-3e-3}")
 
 make_demo_data
@@ -81,15 +82,16 @@ T[interpolation]=$((SECONDS - start))
 
 # --- evaluation on the target's test split
 start=$SECONDS
-job eval_foundation evaluate "$foundation" "$TARGET" pi_tuning/eval/foundation
+evaluations=("$foundation" pi_tuning/eval/foundation)
 for seed in "${SEEDS[@]}"; do
   e=pi_tuning/s$seed/eval
-  job "eval_interpolation_s$seed" evaluate "$WORK/ckpt/pi_s${seed}_interpolation/checkpoint_best.pt" "$TARGET" "$e/interpolation"
   job "eval_collapsed_s$seed" evaluate "$foundation" "$TARGET" "$e/collapsed" \
     PETL_LOAD="$WORK/ckpt/pi_s${seed}_interpolation/pieces.safetensors"
-  job "eval_single_s$seed" evaluate "$(ckpt_of "$TARGET" "$seed")/checkpoint_best.pt" "$TARGET" "$e/single"
-  for v in "${SOURCES[@]}"; do job "eval_source_${v}_s$seed" evaluate "$(ckpt_of "$v" "$seed")/checkpoint_best.pt" "$TARGET" "$e/source_$v"; done
+  evaluations+=("$WORK/ckpt/pi_s${seed}_interpolation/checkpoint_best.pt" "$e/interpolation"
+                "$(ckpt_of "$TARGET" "$seed")/checkpoint_best.pt" "$e/single")
+  for v in "${SOURCES[@]}"; do evaluations+=("$(ckpt_of "$v" "$seed")/checkpoint_best.pt" "$e/source_$v"); done
 done
+job eval_checkpoints evaluate_all "$TARGET" "${evaluations[@]}"
 wait_jobs
 T[evaluation]=$((SECONDS - start))
 

@@ -66,6 +66,12 @@ def main(out: str, stage_seconds: str) -> None:
         *[f"| {v} | {pm(s)} |" for v, s in pi["similarities"].items()], "",
         f"Top-{len(next(iter(pi['top_k_per_seed'].values())))} per seed: "
         + "; ".join(f"seed {s}: {', '.join(t)}" for s, t in pi["top_k_per_seed"].items()) + ".", "",
+        "Each task's Fisher mass (the embedding's sum) and its highest similarity to any other task: "
+        "a task stands apart with little mass (the foundation already fits it) or with a large mass "
+        "pointing at other parameters.", "",
+        "| task | Fisher mass | highest similarity to another task |", "|---|---|---|",
+        *[f"| {t} | {p['fisher_mass']['mean']:.3g} ± {p['fisher_mass']['std']:.2g} | {pm(p['closest_other'])} |"
+          for t, p in pi["task_profiles"].items()], "",
         "| model on the target | Acc@0.5 |", "|---|---|",
         f"| interpolation (target expert + top-k sources) | **{pm(a['interpolation'])}** |",
         f"| its collapsed piece file | {pm(a['collapsed'])} |",
