@@ -8,11 +8,7 @@ source run_scripts/demo/common.sh
 
 make_demo_data
 save=$WORK/ckpt/foundation
-# nothing else runs during this stage: FOUNDATION_NPROC processes (default 2, one per core) share its
-# batch of 32 through fairseq's distributed training
-nproc=${FOUNDATION_NPROC:-2}
 train train_refcoco.sh "$save" "$FOUNDATION_UPDATES" DATA="$(data_dir refcoco)" LR=2e-3 SEED=1 \
-  NPROC="$nproc" BATCH_SIZE=$((32 / nproc)) \
   SAVE_INTERVAL_UPDATES=$((FOUNDATION_UPDATES / 4 + 1)) TENSORBOARD="$OUT/tensorboard/foundation"
 evaluate "$save/checkpoint_best.pt" refcoco grounding
 python -m ofa_ext.evaluation.baselines "$(data_dir refcoco)" --split test > "$OUT/grounding/baselines.json"
