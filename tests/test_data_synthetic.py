@@ -14,6 +14,7 @@ from ofa_ext.data.transforms import decode_image_b64
 
 POSITION_WORDS = {"left", "right", "top", "bottom", "middle", "center", "above", "below"}
 SIZE_WORDS = {"big": 1, "large": 1, "bigger": 1, "small": -1, "little": -1, "smaller": -1}
+OBJECT_VARIANTS = [v for v in VARIANTS if v != "region"]  # the answer is one of the drawn objects
 
 
 def _attrs(words):
@@ -57,7 +58,7 @@ def resolve(text, objects, size):
     return cands
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", OBJECT_VARIANTS)
 def test_expressions_identify_exactly_the_target(variant):
     rng = random.Random(7)
     texts = set()
@@ -75,7 +76,7 @@ def test_expressions_identify_exactly_the_target(variant):
 
 
 def test_rows_boxes_match_pixels():
-    for variant in VARIANTS:
+    for variant in OBJECT_VARIANTS:
         for row in generate_rows(variant, 20, seed=5, split="valid", image_size=64, image_format="PNG"):
             assert len(row) == 5 and row[0] == f"{row[1]}_0"
             x0, y0, x1, y1 = (int(float(v)) for v in row[3].split(","))
@@ -86,6 +87,31 @@ def test_rows_boxes_match_pixels():
             oy, ox = max(0, y0 - 1), max(0, x0 - 1)
             got = (xs.min() + ox, ys.min() + oy, xs.max() + ox + 1, ys.max() + oy + 1)
             assert np.allclose(got, (x0, y0, x1, y1), atol=1), (variant, row[2], got, row[3])
+
+
+def region_box(text, size):
+    """Independent reading of a region expression: the part of a size x size image it names."""
+    h = size / 2
+    if "centre" in text:
+        return (size / 4, size / 4, 3 * size / 4, 3 * size / 4)
+    x0, x1 = (0, h) if "left" in text else (h, size) if "right" in text else (0, size)
+    y0, y1 = (0, h) if "top" in text else (h, size) if "bottom" in text else (0, size)
+    return (x0, y0, x1, y1)
+
+
+def test_region_answers_are_decided_by_the_text_alone(tmp_path):
+    rows = list(generate_rows("region", 300, seed=3, split="train", image_size=96))
+    by_text = {}
+    for row in rows:
+        box = tuple(float(v) for v in row[3].split(","))
+        assert box == region_box(row[2], 96), row[2]
+        by_text.setdefault(box, set()).add(row[4])
+    assert len(by_text) == 9  # four halves, four quarters, the centre
+    assert all(len(images) > 5 for images in by_text.values())  # the same answer over many different images
+    make_data_main(["--variant", "region", "--out", str(tmp_path), "--n-train", "4", "--n-valid", "1",
+                    "--n-test", "1", "--image-size", "64"])
+    objects = [json.loads(line) for line in (tmp_path / "train.objects.jsonl").read_text().splitlines()]
+    assert all(o["target"] is None and 2 <= len(o["boxes"]) <= 4 for o in objects)
 
 
 def test_deterministic_per_seed_and_split():

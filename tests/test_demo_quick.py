@@ -5,11 +5,15 @@ pipeline — data, training, evaluation, PETL, task embeddings, similarity, inte
 writes what a person reads. Every stage goes through the run scripts of run_scripts/refcoco.
 """
 
+import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
 
 from e2e_helpers import REPO
 
@@ -32,3 +36,14 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert all(petl[m]["trainable_percent"] < petl["full"]["trainable_percent"] for m in petl if m != "full")
     assert (out / "pi_tuning" / "summary.json").is_file() and (out / "pi_tuning" / "s1" / "task_sim.png").is_file()
     assert "Stage 3: π-Tuning" in (out / "README.md").read_text()  # the run's record, written from the summaries
+    pi = json.loads((out / "pi_tuning" / "summary.json").read_text())
+    profiles = pi["task_profiles"]
+    assert set(profiles) == {"refcoco", "refcoco+", "largest", "region", "refcocog"}
+    emb = load_file(str(out / "pi_tuning" / "s1" / "task_emb" / "region.safetensors"))
+    assert profiles["region"]["fisher_mass"]["mean"] == pytest.approx(sum(float(v.double().sum()) for v in emb.values()),
+                                                                     rel=1e-4)
+    with open(out / "pi_tuning" / "s1" / "task_sim.csv", newline="") as f:
+        header, *matrix = list(csv.reader(f))
+    row = matrix[header.index("region")]
+    closest = max(float(v) for j, v in enumerate(row) if header[j] != "region")
+    assert profiles["region"]["closest_other"]["mean"] == pytest.approx(closest)

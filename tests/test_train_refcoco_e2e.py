@@ -5,6 +5,7 @@ test_two_process.py). The runs are a few updates long: they check wiring, not ac
 """
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -57,3 +58,29 @@ def test_evaluate_writes_predictions_and_summary(trained, tiny_data, tmp_path):
         assert {"id", "text", "pred_box", "gold_box", "iou"} <= set(row)
         assert len(row["pred_box"]) == 4 and len(row["gold_box"]) == 4
     assert sum(r["hit"] for r in rows) / 16 == pytest.approx(summary["acc@0.5"])
+
+
+def test_evaluate_several_checkpoints_in_one_process(trained, tiny_data, tmp_path):
+    """Two checkpoints in one call give each the predictions that a call of its own gives."""
+    save, _ = trained
+    paths = [str(save / "checkpoint_best.pt"), str(save / "checkpoint_last.pt")]
+    common = [str(tiny_data), "--gen-subset", "test", "--batch-size", "8", "--cpu"]
+    run([sys.executable, "-m", "ofa_ext.cli.evaluate", *common, "--path", *paths,
+         "--results-path", str(tmp_path / "both_a"), str(tmp_path / "both_b")], cwd=tmp_path)
+    for path, name in zip(paths, ("a", "b")):
+        run([sys.executable, "-m", "ofa_ext.cli.evaluate", *common, "--path", path,
+             "--results-path", str(tmp_path / f"alone_{name}")], cwd=tmp_path)
+        together = json.loads((tmp_path / f"both_{name}" / "summary.json").read_text())
+        alone = json.loads((tmp_path / f"alone_{name}" / "summary.json").read_text())
+        assert together["checkpoint"] == path and together["checkpoint_sha256"] == alone["checkpoint_sha256"]
+        assert (tmp_path / f"both_{name}" / "predictions.jsonl").read_text() == \
+            (tmp_path / f"alone_{name}" / "predictions.jsonl").read_text()
+
+
+def test_evaluate_needs_one_results_folder_per_checkpoint(trained, tiny_data, tmp_path):
+    save, _ = trained
+    proc = subprocess.run([sys.executable, "-m", "ofa_ext.cli.evaluate", str(tiny_data), "--path",
+                           str(save / "checkpoint_best.pt"), str(save / "checkpoint_last.pt"),
+                           "--results-path", str(tmp_path / "one"), "--cpu"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and "expected one folder per checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "one").exists()
