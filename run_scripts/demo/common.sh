@@ -17,7 +17,7 @@ if [[ "$QUICK" == "1" ]]; then
   PETL_UPDATES=${PETL_UPDATES:-6}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1})
 else
   N_TRAIN=${N_TRAIN:-6000}; N_EVAL=${N_EVAL:-200}; N_TEST=${N_TEST:-1000}; FOUNDATION_UPDATES=${FOUNDATION_UPDATES:-2000}
-  PETL_UPDATES=${PETL_UPDATES:-150}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1 2 3})
+  PETL_UPDATES=${PETL_UPDATES:-120}; IMAGE_SIZE=${IMAGE_SIZE:-64}; SEEDS=(${SEEDS:-1 2 3})
 fi
 
 BEAM=${BEAM:-2}                          # beam of validation and evaluation (OFA: 5; 4-bin boxes need little)
@@ -31,14 +31,14 @@ export ARCH=ofa_nano SPM_MODEL=$DATA_ROOT/spm.model CODE_DICT_SIZE=0 NUM_BINS=10
 
 data_dir() { echo "$DATA_ROOT/$1"; }
 
-# Data for every variant, and one sentencepiece vocabulary over all their training texts.
+# Data for every variant (as jobs: one variant per core), and one sentencepiece vocabulary over all
+# their training texts.
 make_demo_data() {
   for v in "${VARIANTS[@]}"; do
-    if [[ ! -f "$(data_dir "$v")/test.tsv" ]]; then
-      ofa-make-grounding-data --variant "$v" --out "$(data_dir "$v")" --seed 1 \
-        --n-train "$N_TRAIN" --n-valid "$N_EVAL" --n-test "$N_TEST" --image-size "$IMAGE_SIZE" >/dev/null
-    fi
+    [[ -f "$(data_dir "$v")/test.tsv" ]] || job "data_$v" ofa-make-grounding-data --variant "$v" \
+      --out "$(data_dir "$v")" --seed 1 --n-train "$N_TRAIN" --n-valid "$N_EVAL" --n-test "$N_TEST" --image-size "$IMAGE_SIZE"
   done
+  wait_jobs
   if [[ ! -f "$DATA_ROOT/spm.model" ]]; then
     ofa-train-spm "$DATA_ROOT"/*/train.tsv --out "$DATA_ROOT" --vocab-size 160 >/dev/null
   fi
@@ -76,15 +76,24 @@ run_evaluation() {  # VARIANT "CHECKPOINT ..." "RESULTS ..." [VAR=value ...]
 
 json_field() { python -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 
-# job NAME COMMAND...: run up to JOBS commands at once, each logging to $LOGS/NAME.log;
-# wait_jobs stops the demo on the first failure, with the end of its log.
+# job NAME COMMAND...: run COMMAND in the background, logging to $LOGS/NAME.log. Alone, a stage runs
+# up to JOBS at once; under demo.sh (DEMO_POOL=1) every stage takes a slot from one pool of tokens on
+# file descriptor 9 and gives it back when its command ends, so a stage that has finished leaves its
+# core to the other. wait_jobs waits for this stage's jobs and stops the demo on the first failure,
+# with the end of its log.
 LOGS=$WORK/logs
 pids=(); names=()
 job() {
   local name=$1; shift
   mkdir -p "$LOGS"
-  "$@" >"$LOGS/$name.log" 2>&1 & pids+=($!); names+=("$name")
-  (( ${#pids[@]} < JOBS )) || wait_jobs
+  if [[ "${DEMO_POOL:-0}" == "1" ]]; then
+    local token
+    read -r -n 1 token <&9  # blocks until a slot is free
+    ( "$@" >"$LOGS/$name.log" 2>&1 && rc=0 || rc=$?; printf x >&9; exit "$rc" ) & pids+=($!); names+=("$name")
+  else
+    "$@" >"$LOGS/$name.log" 2>&1 & pids+=($!); names+=("$name")
+    (( ${#pids[@]} < JOBS )) || wait_jobs
+  fi
 }
 wait_jobs() {
   local i failed=0

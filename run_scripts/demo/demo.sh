@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The CPU demo behind `make demo`: a miniature π-Tuning pipeline on generated grounding data.
 # Stage 1 (grounding) makes the foundation model; stages 2 (petl) and 3 (pi_tuning) both start
-# from it and run side by side, JOBS runs at a time each (default 1: two processes in all, one per
-# core of a 2-core machine). At the end, $OUT/README.md records the run (write_readme.py).
+# from it and run side by side, sharing SLOTS runs at a time (default 2: one process per core of a
+# 2-core machine; a stage that is done leaves its slot to the other). At the end, $OUT/README.md
+# records the run (write_readme.py).
 # QUICK=1 runs every stage at toy size (a smoke test, not a result).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-results/demo}
-export OUT JOBS=${JOBS:-1}
+export OUT
 mkdir -p "$OUT/work/logs"
+# the slot pool of common.sh's job(): SLOTS tokens in a pipe that every stage inherits as fd 9
+pool="$OUT/work/.slots.$$"
+rm -f "$pool" && mkfifo "$pool" && exec 9<>"$pool" && rm "$pool"
+printf "%${SLOTS:-2}s" "" | tr ' ' x >&9
+export DEMO_POOL=1
 echo "== demo stage: grounding"
 start=$SECONDS
 bash run_scripts/demo/grounding.sh
