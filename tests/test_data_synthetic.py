@@ -145,3 +145,14 @@ def test_bad_arguments():
         make_scene(random.Random(0), "refcoco", 16)
     with pytest.raises(ValueError, match="unknown split"):
         next(generate_rows("refcoco", 1, 0, split="val"))
+
+
+def test_write_tsv_is_all_or_nothing(tmp_path):
+    from ofa_ext.data.synthetic import write_tsv
+
+    path = tmp_path / "train.tsv"
+    assert write_tsv(path, [["a", "b"], ["c", "d"]]) == 2
+    with pytest.raises(ValueError, match="row 1"):
+        write_tsv(path, [["x", "y"], ["bad\tcolumn", "z"]])
+    assert path.read_text() == "a\tb\nc\td\n"  # the earlier file is untouched, no partial one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.tsv"]

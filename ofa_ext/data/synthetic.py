@@ -27,6 +27,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 
 from PIL import Image, ImageDraw
 
+from ..utils.files import atomic_path, atomic_write_text
 from .transforms import encode_image_b64
 
 COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -356,9 +357,10 @@ def generate_rows(variant: str, n: int, seed: int, split: str = "train", image_s
 
 
 def write_tsv(path: Union[str, Path], rows: Iterator[Sequence[str]]) -> int:
-    """Write rows as tab-separated UTF-8 lines; returns the row count."""
+    """Write rows as tab-separated UTF-8 lines, all or nothing (an interrupted run leaves no partial
+    file); returns the row count."""
     n = 0
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for row in rows:
             if any("\t" in c or "\n" in c for c in row):
                 raise ValueError(f"row {n}: a column contains a tab or newline")
@@ -370,7 +372,8 @@ def write_tsv(path: Union[str, Path], rows: Iterator[Sequence[str]]) -> int:
 def make_grounding_splits(out_dir: Union[str, Path], variant: str = "refcoco", seed: int = 1,
                           n_train: int = 2000, n_valid: int = 200, n_test: int = 200,
                           image_size: int = 96, image_format: str = "JPEG") -> Dict[str, Path]:
-    """Write ``train.tsv``, ``valid.tsv``, ``test.tsv`` (+ ``{split}.objects.jsonl``, every object's box) into ``out_dir``."""
+    """Write ``train.tsv``, ``valid.tsv``, ``test.tsv`` (+ ``{split}.objects.jsonl``, every object's box) into
+    ``out_dir``, each file all or nothing; ``test.objects.jsonl`` is the last written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -381,7 +384,7 @@ def make_grounding_splits(out_dir: Union[str, Path], variant: str = "refcoco", s
         objects = []
         rows = generate_scenes(variant, n, seed, split, image_size, image_format)
         write_tsv(paths[split], (_record_objects(row, scene, objects) for row, scene in rows))
-        (out / f"{split}.objects.jsonl").write_text("".join(json.dumps(o) + "\n" for o in objects))
+        atomic_write_text(out / f"{split}.objects.jsonl", "".join(json.dumps(o) + "\n" for o in objects))
     return paths
 
 

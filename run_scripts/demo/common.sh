@@ -35,7 +35,7 @@ data_dir() { echo "$DATA_ROOT/$1"; }
 # their training texts.
 make_demo_data() {
   for v in "${VARIANTS[@]}"; do
-    [[ -f "$(data_dir "$v")/test.tsv" ]] || job "data_$v" ofa-make-grounding-data --variant "$v" \
+    [[ -f "$(data_dir "$v")/test.objects.jsonl" ]] || job "data_$v" ofa-make-grounding-data --variant "$v" \
       --out "$(data_dir "$v")" --seed 1 --n-train "$N_TRAIN" --n-valid "$N_EVAL" --n-test "$N_TEST" --image-size "$IMAGE_SIZE"
   done
   wait_jobs
