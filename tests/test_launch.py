@@ -64,3 +64,15 @@ def test_then_pieces_is_skipped_when_training_fails(monkeypatch):
     ran = _record_launch(monkeypatch, status=0)
     assert main(["--nproc", "2", "--then-pieces", "export best.pt out.safetensors", "--", "data"]) == 0
     assert [r[0] for r in ran] == ["torchrun", "pieces"]
+
+
+def test_malformed_then_pieces_fails_before_training(monkeypatch, capsys):
+    from ofa_ext.cli.launch import main
+    from ofa_ext.utils.errors import InputErrorExit
+
+    ran = _record_launch(monkeypatch)
+    with pytest.raises(InputErrorExit):
+        main(["--then-pieces", "export 'unclosed best.pt out", "--", "data"])
+    assert ran == []
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--then-pieces" in err and "No closing quotation" in err

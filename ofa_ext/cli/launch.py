@@ -81,6 +81,7 @@ def _free_port() -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     fairseq_args = args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
+    then = _split_then_pieces(args.then_pieces)  # a malformed value fails now, not after the training
     if args.nproc < 1:
         raise SystemExit(f"ofa-launch: --nproc must be >= 1, got {args.nproc}")
     if args.worker:
@@ -88,7 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if args.nproc == 1:
         _run_entry(args.entry, fairseq_args + ([] if args.gpu else ["--cpu"]))
-        return _then_pieces(args.then_pieces)
+        return _then_pieces(then)
     command = [
         sys.executable, "-m", "torch.distributed.run",
         f"--nproc-per-node={args.nproc}",
@@ -98,15 +99,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     ] + (["--gpu"] if args.gpu else []) + ["--"] + fairseq_args
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     status = subprocess.call(command, env=env)
-    return status or _then_pieces(args.then_pieces)
+    return status or _then_pieces(then)
 
 
-def _then_pieces(arguments: Optional[str]) -> int:
+def _split_then_pieces(value: Optional[str]) -> Optional[list[str]]:
+    if not value:
+        return None
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise SystemExit(f"ofa-launch: --then-pieces {value!r}: {exc}; expected ofa-pieces arguments "
+                         "as a shell would split them, e.g. 'export CKPT OUT'")
+
+
+def _then_pieces(arguments: Optional[list[str]]) -> int:
     if not arguments:
         return 0
     from .pieces import main as pieces_main
 
-    return pieces_main(shlex.split(arguments))
+    return pieces_main(arguments)
 
 
 if __name__ == "__main__":
