@@ -31,9 +31,28 @@ export ARCH=ofa_nano SPM_MODEL=$DATA_ROOT/spm.model CODE_DICT_SIZE=0 NUM_BINS=10
 
 data_dir() { echo "$DATA_ROOT/$1"; }
 
+# A run resumes by reusing whatever $WORK holds, so a $WORK made with other settings is refused
+# (its data and checkpoints would be mixed with the new ones); the settings are stamped beside them.
+check_work_settings() {
+  local stamp=$WORK/settings now
+  now="variants=${VARIANTS[*]} rows=$N_TRAIN/$N_EVAL/$N_TEST image_size=$IMAGE_SIZE"
+  now+=" foundation_updates=$FOUNDATION_UPDATES petl_updates=$PETL_UPDATES"
+  if [[ -f "$stamp" ]]; then
+    [[ "$(cat "$stamp")" == "$now" ]] && return 0
+    echo "demo: $WORK was made with other settings ($(cat "$stamp")), not these ($now): delete it or set WORK" >&2
+    exit 2
+  fi
+  if [[ -d "$WORK/data" || -d "$WORK/ckpt" ]]; then
+    echo "demo: $WORK holds data or checkpoints without a settings stamp (an older demo's): delete it or set WORK" >&2
+    exit 2
+  fi
+  mkdir -p "$WORK" && printf '%s\n' "$now" > "$stamp"
+}
+
 # Data for every variant (as jobs: one variant per core), and one sentencepiece vocabulary over all
 # their training texts.
 make_demo_data() {
+  check_work_settings
   for v in "${VARIANTS[@]}"; do
     [[ -f "$(data_dir "$v")/test.objects.jsonl" ]] || job "data_$v" ofa-make-grounding-data --variant "$v" \
       --out "$(data_dir "$v")" --seed 1 --n-train "$N_TRAIN" --n-valid "$N_EVAL" --n-test "$N_TEST" --image-size "$IMAGE_SIZE"
