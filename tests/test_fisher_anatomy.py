@@ -4,7 +4,8 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from ofa_ext.metrics.fisher import save_task_embedding
 
 SCRIPT = Path(__file__).resolve().parents[1] / "run_scripts" / "demo" / "fisher_anatomy.py"
 
@@ -17,8 +18,8 @@ def test_fisher_anatomy_table(tmp_path):
     folder = tmp_path / "s1" / "task_emb"
     folder.mkdir(parents=True)
     for task, scale in (("a", 1.0), ("b", 10.0), ("t", 2.0)):
-        save_file({"encoder.x": torch.rand(5, generator=g) * scale, "decoder.y": torch.full((3,), 3 * scale)},
-                  str(folder / f"{task}.safetensors"))
+        save_task_embedding(folder / f"{task}.safetensors",
+                            {"encoder.x": torch.rand(5, generator=g) * scale, "decoder.y": torch.full((3,), 3 * scale)})
     mod.main(str(tmp_path), "t", "a,b")
     rows = [r.split(" | ") for r in (tmp_path / "fisher_anatomy.md").read_text().splitlines() if r.startswith("| s1")]
     assert [r[1] for r in rows] == ["a", "b", "t"]

@@ -455,6 +455,12 @@ def layout_difference(a: Mapping[str, Tensor], b: Mapping[str, Tensor], limit: i
     return "; ".join(parts) or None
 
 
+def fisher_mass(fisher: Mapping[str, Tensor], prefix: str = "") -> float:
+    """Sum of a task embedding's entries (of the tensors whose names start with ``prefix``), in float64:
+    how much gradient the task still puts on the expert's parameters."""
+    return sum(float(t.double().sum()) for name, t in fisher.items() if name.startswith(prefix))
+
+
 # ------------------------------------------------------------------------------------------ file I/O
 
 
@@ -516,6 +522,7 @@ __all__ = [
     "teacher_forced_sampler",
     "FisherEstimate",
     "fisher_diagonal",
+    "fisher_mass",
     "infer_batch_size",
     "layout_difference",
     "layout_signature",

@@ -8,17 +8,16 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from ofa_ext.metrics.fisher import fisher_mass, load_task_embedding
 from ofa_ext.metrics.similarity import tensor_similarity
 
 
 def seed_rows(folder: Path, target: str, sources: list) -> list:
-    emb = {t: load_file(str(folder / f"{t}.safetensors")) for t in sources + [target]}
+    emb = {t: load_task_embedding(folder / f"{t}.safetensors")[0] for t in sources + [target]}
     rows = []
     for task in sources + [target]:
-        total = sum(float(v.double().sum()) for v in emb[task].values())
-        enc = sum(float(v.double().sum()) for k, v in emb[task].items() if k.startswith("encoder."))
+        total, enc = fisher_mass(emb[task]), fisher_mass(emb[task], "encoder.")
         sims = {}
         for part in ("encoder.", "decoder."):
             keys = [k for k in emb[target] if k.startswith(part)]

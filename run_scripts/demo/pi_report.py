@@ -12,8 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from safetensors.torch import load_file
-
+from ofa_ext.metrics.fisher import fisher_mass, load_task_embedding
 from ofa_ext.models.petl import read_piece_file
 
 
@@ -41,8 +40,8 @@ def task_profiles(pi: Path, seeds: list, tasks: list) -> dict:
             if task in closest:
                 closest[task].append(max(float(v) for j, v in enumerate(matrix[i]) if j != i))
         for task in tasks:
-            emb = load_file(str(pi / f"s{seed}" / "task_emb" / f"{task}.safetensors"))
-            mass[task].append(round(sum(float(v.double().sum()) for v in emb.values()), 4))
+            emb, _ = load_task_embedding(pi / f"s{seed}" / "task_emb" / f"{task}.safetensors")
+            mass[task].append(round(fisher_mass(emb), 4))
     return {t: {"fisher_mass": mean_std(mass[t]), "closest_other": mean_std(closest[t])} for t in tasks}
 
 
