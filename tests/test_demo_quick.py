@@ -47,3 +47,5 @@ def test_quick_demo_runs_every_stage(tmp_path):
     row = matrix[header.index("region")]
     closest = max(float(v) for j, v in enumerate(row) if header[j] != "region")
     assert profiles["region"]["closest_other"]["mean"] == pytest.approx(closest)
+    anatomy = (out / "pi_tuning" / "fisher_anatomy.md").read_text()
+    assert "| s1 | region |" in anatomy and "| s1 | refcocog |" in anatomy

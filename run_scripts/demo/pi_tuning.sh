@@ -98,3 +98,4 @@ T[evaluation]=$((SECONDS - start))
 durations=$(for k in "${!T[@]}"; do printf '"%s": %s,' "$k" "${T[$k]}"; done)
 python run_scripts/demo/pi_report.py "$pi" "$WORK/ckpt" "$TARGET" "$n_low" "$rows" "$UPDATES" "{${durations%,}}" \
   "${SEEDS[*]}" "${SOURCES[@]}"
+python run_scripts/demo/fisher_anatomy.py "$pi" "$TARGET" "$(IFS=,; echo "${SOURCES[*]}")" > /dev/null  # -> $pi/fisher_anatomy.md
