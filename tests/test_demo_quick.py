@@ -49,3 +49,12 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert profiles["region"]["closest_other"]["mean"] == pytest.approx(closest)
     anatomy = (out / "pi_tuning" / "fisher_anatomy.md").read_text()
     assert "| s1 | region |" in anatomy and "| s1 | refcocog |" in anatomy
+    # what benchmarks/bench_demo.py reads: the stage times and one row per background job, all passed
+    stages = json.loads((out / "work" / "logs" / "stages.json").read_text())
+    assert set(stages) == {"grounding", "petl + pi_tuning"} and all(v >= 0 for v in stages.values())
+    rows = [line.split("\t") for line in (out / "work" / "logs" / "jobs.tsv").read_text().splitlines()]
+    names = {r[0] for r in rows}
+    assert {"data_region", "petl_s1", "experts_s1", "emb_s1", "interpolation_s1",
+            "eval_checkpoints"} <= names
+    assert all(r[4] == "0" and float(r[2]) >= float(r[1]) and float(r[3]) >= 0 for r in rows)
+    assert any(float(r[3]) > 1 for r in rows if r[0].startswith("petl_"))  # a training run's CPU is counted

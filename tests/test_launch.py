@@ -76,3 +76,64 @@ def test_malformed_then_pieces_fails_before_training(monkeypatch, capsys):
     assert ran == []
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--then-pieces" in err and "No closing quotation" in err
+
+
+# ------------------------------------------------------------------ --commands: many runs, one process
+
+
+def test_commands_run_in_order_and_stop_at_the_first_failure(monkeypatch, tmp_path, capsys):
+    from ofa_ext.cli import launch
+
+    ran = []
+
+    def fake_train(entry, args):
+        ran.append(args[0])
+        if args[0] == "bad":
+            raise SystemExit(3)
+
+    monkeypatch.setattr(launch, "_run_entry", fake_train)
+    queue = tmp_path / "queue"
+    queue.write_text("# comment\n-- a --lr 1\n\n--nproc 1 -- 'b c'\n-- bad\n-- never\n")
+    assert launch.main(["--commands", str(queue)]) == 3 and ran == ["a", "b c", "bad"]
+    assert "line 5 failed (exit 3); the runs after it did not start" in capsys.readouterr().err
+
+
+def test_reset_forgets_the_previous_runs_best_score():
+    """Without it, a run whose best score is below the previous run's would never write checkpoint_best.pt."""
+    from fairseq import checkpoint_utils
+    from fairseq_cli import train
+
+    from ofa_ext.cli.launch import _reset_run_state
+
+    checkpoint_utils.save_checkpoint.best = 0.9
+    train.should_stop_early.best, train.should_stop_early.num_runs = 0.1, 4
+    _reset_run_state()
+    assert not hasattr(checkpoint_utils.save_checkpoint, "best")
+    assert not hasattr(train.should_stop_early, "best") and not hasattr(train.should_stop_early, "num_runs")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("-- a\n--nproc 2 -- b\n", "line 2: only single-process runs can share a process"),
+    ("-- 'a\n", "line 1: No closing quotation"),
+    ("--no-such-flag x\n", "line 1: not ofa-launch arguments"),
+    ("--then-pieces \"export 'x\" -- a\n", "--then-pieces"),
+    ("# nothing\n\n", "no command in the file"),
+])
+def test_bad_commands_files_fail_before_any_run(monkeypatch, tmp_path, capsys, text, message):
+    from ofa_ext.cli import launch
+
+    ran = _record_launch(monkeypatch)
+    queue = tmp_path / "queue"
+    queue.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        launch.main(["--commands", str(queue)])
+    assert message in str(exc.value) and ran == []
+
+
+def test_commands_file_that_does_not_exist(tmp_path):
+    from ofa_ext.cli import launch
+
+    with pytest.raises(SystemExit, match="--commands .*missing: No such file"):
+        launch.main(["--commands", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="takes no other run"):
+        launch.main(["--commands", str(tmp_path / "missing"), "--", "data"])

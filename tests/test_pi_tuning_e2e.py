@@ -80,6 +80,43 @@ def test_task_embedding_metadata_and_two_processes(setup, tmp_path):
         torch.testing.assert_close(fisher2[k], fisher[k], rtol=1e-4, atol=1e-12)
 
 
+def test_several_experts_in_one_process_equal_their_own_runs(setup, tmp_path):
+    from ofa_ext.cli.task_embedding import main
+    from ofa_ext.metrics.fisher import load_task_embedding
+
+    data, root, foundation, experts = setup
+    alone = [tmp_path / "alone" / f"t{k}.safetensors" for k in range(2)]
+    for expert, out in zip(experts, alone):
+        assert main(emb_args(data, foundation, expert, out, ["--cpu"])) == 0
+    together = [tmp_path / "together" / f"t{k}.safetensors" for k in range(2)]
+    assert main(emb_args(data, foundation, experts[0], together[0],
+                         ["--cpu", "--task-emb-also", str(data), experts[1], str(together[1]), "renamed"])) == 0
+    for k, (a, b) in enumerate(zip(alone, together)):
+        fa, ma = load_task_embedding(a)
+        fb, mb = load_task_embedding(b)
+        assert set(fa) == set(fb) and all(torch.equal(fa[n], fb[n]) for n in fa)
+        assert mb["expert"] == ma["expert"] and mb["n_samples"] == ma["n_samples"]
+        assert mb["task"] == ("t0" if k == 0 else "renamed")  # '' would keep the expert file's name
+    # the two experts differ, so their embeddings must too: the second run really used its own expert
+    assert not torch.equal(*(next(iter(load_task_embedding(p)[0].values())) for p in together))
+
+
+@pytest.mark.parametrize("also,message", [
+    (["{data}", "missing.safetensors", "o.safetensors", ""], "missing.safetensors does not exist"),
+    (["{data}/nowhere", "{expert}", "o.safetensors", ""], "nowhere does not exist"),
+    (["{data}", "{expert}", "{out}", ""], "two embeddings would be written to the same file"),
+])
+def test_task_emb_also_is_checked_before_the_first_pass(setup, tmp_path, capsys, also, message):
+    from ofa_ext.cli.task_embedding import main
+
+    data, root, foundation, experts = setup
+    out = tmp_path / "first.safetensors"
+    also = [a.format(data=data, expert=experts[1], out=out) for a in also]
+    with pytest.raises(SystemExit):
+        main(emb_args(data, foundation, experts[0], out, ["--cpu", "--task-emb-also", *also]))
+    assert message in capsys.readouterr().err and not out.exists()
+
+
 def test_interpolation_run_logs_weights_reloads_and_collapses(setup, tmp_path):
     from ofa_ext.cli.evaluate import main as evaluate
     from ofa_ext.cli.pieces import main as pieces

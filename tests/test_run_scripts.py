@@ -80,6 +80,35 @@ def chain(tmp_path_factory):
     return data, root, cwd, foundation, experts
 
 
+def test_queued_runs_in_one_process_equal_their_own_processes(chain, tmp_path):
+    """QUEUE=FILE + `ofa-launch --commands FILE`: the foundation run (from scratch, dropout on) and two
+    PETL runs in one process give the checkpoints and pieces that their own processes gave."""
+    import torch
+
+    from ofa_ext.models.petl import read_piece_file
+
+    data, root, cwd, foundation, experts = chain
+    queue = tmp_path / "queue"
+    small = {"ADAPTER_DIM": 8, "LORA_R": 4}
+    log = run_script("train_refcoco.sh", toy_env(data, tmp_path / "full", RESTORE="", QUEUE=queue), cwd)
+    assert "queued" in log and not (tmp_path / "full" / "checkpoint_best.pt").exists()
+    for method in ("adapter", "lora"):
+        run_script(f"train_refcoco_{method}.sh", toy_env(data, tmp_path / method, RESTORE=foundation, QUEUE=queue,
+                                                         TASK_NAME=f"toy_{method}", **small), cwd)
+    assert len(queue.read_text().splitlines()) == 3
+    proc = subprocess.run(["ofa-launch", "--commands", str(queue)], cwd=cwd, env=toy_env(data, tmp_path / "unused"),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "run 3 of 3" in proc.stdout
+    ours = torch.load(tmp_path / "full" / "checkpoint_best.pt", map_location="cpu", weights_only=False)["model"]
+    theirs = torch.load(foundation, map_location="cpu", weights_only=False)["model"]
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    for method in ("adapter", "lora"):
+        got, _ = read_piece_file(str(tmp_path / method / "pieces.safetensors"))
+        want, _ = read_piece_file(str(experts[method]))
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got), method
+
+
 def test_petl_scripts_export_pieces(chain):
     from ofa_ext.models.petl import read_piece_file
 
@@ -105,6 +134,8 @@ def test_interpolation_scripts_train_and_collapse(chain, method):
 
 
 def test_task_embedding_script(chain):
+    import torch
+
     from ofa_ext.metrics.fisher import load_task_embedding
 
     data, root, cwd, foundation, experts = chain
@@ -115,6 +146,21 @@ def test_task_embedding_script(chain):
     fisher, meta = load_task_embedding(out)
     assert meta["task"] == "toy" and meta["mode"] == "train" and meta["seed"] == 7 and meta["n_samples"] == 32
     assert sum(float(t.sum()) for t in fisher.values()) > 0
+
+    # lists: both experts in one process; the first file equals the single run's (same seed, same pass)
+    other = second_expert(foundation, experts["adapter"], root / "emb_other.safetensors")
+    outs = [root / "emb" / "list_a.safetensors", root / "emb" / "list_b.safetensors"]
+    env.update(DATA=f"{data} {data}", EXPERT=f"{experts['adapter']} {other}", OUT=" ".join(map(str, outs)),
+               TASK_NAME="toy other")
+    log = run_script("refcoco_task_emb.sh", env, cwd)
+    assert log.count("task embedding ") >= 2 and "-> " + str(outs[1]) in log
+    first, _ = load_task_embedding(outs[0])
+    assert all(torch.equal(first[k], fisher[k]) for k in fisher)
+    assert load_task_embedding(outs[1])[1]["task"] == "other"
+    env["OUT"] = str(outs[0])
+    proc = subprocess.run(["bash", str(SCRIPTS / "refcoco_task_emb.sh")], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "must list as many entries each" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_evaluate_script(chain):

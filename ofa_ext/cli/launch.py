@@ -12,6 +12,11 @@ passes fairseq the matching `--distributed-*` flags; CPU runs add `--cpu --distr
 `--then-pieces "export CKPT OUT"` runs `ofa-pieces` with those arguments in this process once
 training has succeeded: a PETL script's export then costs no second interpreter start (~6 s of
 torch + fairseq imports on a CPU, as much as 40 small updates).
+
+`--commands FILE` runs several single-process runs in this process, one after the other: each
+line of FILE holds the arguments of one `ofa-launch` call (the run scripts write them with
+QUEUE=FILE). Every run is the one its own process would make (fairseq's per-run state is reset in
+between); they stop at the first failure.
 """
 
 import argparse
@@ -64,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--master-port", type=int, default=None, help="rendezvous port (default: a free one)")
     parser.add_argument("--then-pieces", metavar="ARGS", default=None,
                         help="after a successful run, `ofa-pieces ARGS` in this process (e.g. 'export CKPT OUT')")
+    parser.add_argument("--commands", metavar="FILE", default=None,
+                        help="run each line of FILE (the arguments of one single-process ofa-launch call) in this "
+                             "process, one after the other: one interpreter start for many small runs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="arguments for fairseq, after --")
     return parser
@@ -80,6 +88,10 @@ def _free_port() -> int:
 @cli_entry("ofa-launch")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.commands:
+        if args.fairseq_args or args.then_pieces or args.worker:
+            raise SystemExit("ofa-launch: --commands FILE takes no other run: put every run in FILE, one per line")
+        return run_commands(args.commands)
     fairseq_args = args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
     then = _split_then_pieces(args.then_pieces)  # a malformed value fails now, not after the training
     if args.nproc < 1:
@@ -100,6 +112,68 @@ def main(argv: Optional[list[str]] = None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     status = subprocess.call(command, env=env)
     return status or _then_pieces(then)
+
+
+def read_commands(path: str) -> list[tuple[int, list[str]]]:
+    """(line number, ofa-launch arguments) of each non-blank, non-comment line of ``path``, all checked
+    before the first run starts."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise SystemExit(f"ofa-launch: --commands {path}: {exc.strerror}")
+    commands = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"ofa-launch: {path}, line {number}"
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise SystemExit(f"{where}: {exc}; expected ofa-launch arguments as a shell would split them")
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:
+            raise SystemExit(f"{where}: not ofa-launch arguments (see the usage above)") from None
+        if args.nproc != 1 or args.commands or args.worker:
+            raise SystemExit(f"{where}: only single-process runs can share a process "
+                             f"(--nproc 1, no --commands); got {line.strip()[:80]!r}")
+        _split_then_pieces(args.then_pieces)
+        commands.append((number, argv))
+    if not commands:
+        raise SystemExit(f"ofa-launch: --commands {path}: no command in the file")
+    return commands
+
+
+def run_commands(path: str) -> int:
+    """Every run of ``path`` in turn, in this process; the status of the first that fails, else 0."""
+    commands = read_commands(path)
+    for k, (number, argv) in enumerate(commands, 1):
+        print(f"ofa-launch: run {k} of {len(commands)} ({path}, line {number})", flush=True)
+        _reset_run_state()
+        try:
+            status = main(argv)
+        except SystemExit as exc:  # a failed run (fairseq and cli_entry report errors this way)
+            status = exc.code if isinstance(exc.code, int) else 1
+            if not isinstance(exc.code, int) and exc.code:
+                print(exc.code, file=sys.stderr)
+        if status:
+            print(f"ofa-launch: {path}, line {number} failed (exit {status}); the runs after it did not start",
+                  file=sys.stderr)
+            return status
+    return 0
+
+
+def _reset_run_state() -> None:
+    """Forget what fairseq keeps between runs of one process: the best validation score (which
+    decides checkpoint_best.pt) and the early-stopping counters live on function attributes."""
+    from fairseq import checkpoint_utils
+    from fairseq_cli import train
+
+    for fn, names in ((checkpoint_utils.save_checkpoint, ("best",)), (train.should_stop_early, ("best", "num_runs"))):
+        for name in names:
+            if hasattr(fn, name):
+                delattr(fn, name)
 
 
 def _split_then_pieces(value: Optional[str]) -> Optional[list[str]]:

@@ -30,11 +30,16 @@ The output is a ``.safetensors`` file, or a folder (π-Tuning's ``results/{task}
 ``task`` metadata (so that ``ofa-task-similarity`` and ``--interpolation-similarities`` match experts
 by name), else the output's name (``results/task_emb/refcoco.safetensors`` or ``results/refcoco/``:
 ``refcoco``). The header counts the split's rows, the rows used and the rows skipped.
+
+``--task-emb-also DATA EXPERT OUT NAME`` (repeatable) embeds more experts in the same process, one
+after the other with the same options: π-Tuning embeds one expert per task, and each process would
+otherwise spend seconds importing torch and fairseq for a pass that takes as long on a small model.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import sys
@@ -68,6 +73,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--task-emb-name", default=None,
                    help="task name recorded in the file (default: the expert piece file's task, else the output "
                         "file's stem / folder's name)")
+    g.add_argument("--task-emb-also", nargs=4, action="append", default=[], metavar=("DATA", "EXPERT", "OUT", "NAME"),
+                   help="after this embedding, embed another expert with the same options: its data, piece file, "
+                        "output and task name ('' = the default name); repeatable. One interpreter start for "
+                        "several experts (each file equals that of its own run)")
 
 
 def output_path(spec: str) -> Path:
@@ -311,6 +320,14 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--task-emb-file-path is required (a .safetensors file or a folder for " + DEFAULT_FILE + ")")
     if args.fisher_max_samples < 0:
         parser.error(f"--fisher-max-samples must be >= 0, got {args.fisher_max_samples}")
+    outputs = [output_path(args.task_emb_file_path)]
+    for data, expert, out, _ in args.task_emb_also:  # checked now, not after the first embeddings
+        missing = [p for p in [*data.split(","), expert] if not os.path.exists(p)]
+        if missing:
+            parser.error(f"--task-emb-also {data} {expert} {out}: {missing[0]} does not exist")
+        outputs.append(output_path(out))
+    if len(set(outputs)) < len(outputs):
+        parser.error(f"--task-emb-also: two embeddings would be written to the same file ({', '.join(map(str, outputs))})")
     return args
 
 
@@ -318,8 +335,20 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         stream=sys.stdout)
-    run(parse(argv))
+    args = parse(argv)
+    for job in jobs(args):
+        run(job)
     return 0
+
+
+def jobs(args: argparse.Namespace) -> List[argparse.Namespace]:
+    """The embedding of the command line, then one per ``--task-emb-also`` (same options otherwise)."""
+    more = []
+    for data, expert, out, name in args.task_emb_also:
+        job = copy.copy(args)
+        job.data, job.petl_load, job.task_emb_file_path, job.task_emb_name = data, expert, out, name or None
+        more.append(job)
+    return [args, *more]
 
 
 def cli_main() -> None:

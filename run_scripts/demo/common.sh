@@ -73,6 +73,12 @@ train() {
     bash "$SCRIPTS/$script"
 }
 
+# new_queue NAME -> the path of an empty queue file: train ... QUEUE=<it> adds a run to it instead of
+# running it, and `job NAME run_queue <it>` then makes all of them in one process (ofa-launch
+# --commands), paying the interpreter start (~5 s of imports) once instead of once per run.
+new_queue() { mkdir -p "$WORK/queues" && : > "$WORK/queues/$1" && echo "$WORK/queues/$1"; }
+run_queue() { [[ ! -s "$1" ]] || ofa-launch --commands "$1"; }
+
 # evaluate CHECKPOINT VARIANT NAME [VAR=value ...] -> $OUT/NAME/summary.json (evaluate_refcoco.sh)
 evaluate() {
   local ckpt=$1 variant=$2 name=$3; shift 3
@@ -108,11 +114,22 @@ job() {
   if [[ "${DEMO_POOL:-0}" == "1" ]]; then
     local token
     read -r -n 1 token <&9  # blocks until a slot is free
-    ( "$@" >"$LOGS/$name.log" 2>&1 && rc=0 || rc=$?; printf x >&9; exit "$rc" ) & pids+=($!); names+=("$name")
+    ( timed "$name" "$@"; rc=$?; printf x >&9; exit "$rc" ) & pids+=($!); names+=("$name")
   else
-    "$@" >"$LOGS/$name.log" 2>&1 & pids+=($!); names+=("$name")
+    timed "$name" "$@" & pids+=($!); names+=("$name")
     (( ${#pids[@]} < JOBS )) || wait_jobs
   fi
+}
+# timed NAME COMMAND...: COMMAND with its output in $LOGS/NAME.log, and a row "NAME start end
+# cpu_seconds status" in $LOGS/jobs.tsv (what benchmarks/bench_demo.py reads); returns its status
+timed() {
+  local name=$1 start=$EPOCHREALTIME rc=0 cpu; shift
+  ( "$@" ) >"$LOGS/$name.log" 2>&1 || rc=$?
+  times >"$LOGS/$name.cpu"  # not in a pipe: a pipe's subshell has no children of its own
+  cpu=$(awk 'END { split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' \
+    "$LOGS/$name.cpu") && rm "$LOGS/$name.cpu"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$start" "$EPOCHREALTIME" "$cpu" "$rc" >> "$LOGS/jobs.tsv"
+  return "$rc"
 }
 wait_jobs() {
   local i failed=0

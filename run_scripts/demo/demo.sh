@@ -3,7 +3,8 @@
 # Stage 1 (grounding) makes the foundation model; stages 2 (petl) and 3 (pi_tuning) both start
 # from it and run side by side, sharing SLOTS runs at a time (default 2: one process per core of a
 # 2-core machine; a stage that is done leaves its slot to the other). At the end, $OUT/README.md
-# records the run (write_readme.py).
+# records the run (write_readme.py); work/logs/stages.json and work/logs/jobs.tsv hold the stage and
+# job times that benchmarks/bench_demo.py reads.
 # QUICK=1 runs every stage at toy size (a smoke test, not a result).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,4 +30,6 @@ wait $pi || { echo "demo: stage pi_tuning failed:" >&2; tail -n 30 "$OUT/work/lo
 (( status == 0 )) || exit 1
 grep -h '^demo: ' "$OUT/work/logs/stage_petl.log" "$OUT/work/logs/stage_pi_tuning.log"
 rest=$((SECONDS - start))
-python run_scripts/demo/write_readme.py "$OUT" "{\"grounding\": $grounding, \"petl + pi_tuning\": $rest}"
+stages="{\"grounding\": $grounding, \"petl + pi_tuning\": $rest}"
+printf '%s\n' "$stages" > "$OUT/work/logs/stages.json.tmp" && mv "$OUT/work/logs/stages.json.tmp" "$OUT/work/logs/stages.json"
+python run_scripts/demo/write_readme.py "$OUT" "$stages"

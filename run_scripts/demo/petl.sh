@@ -25,21 +25,18 @@ declare -A SCRIPT=([full]=train_refcoco.sh [adapter]=train_refcoco_adapter.sh [p
                    [lora]=train_refcoco_lora.sh [bitfit]=train_refcoco_bitfit.sh)
 METHODS=(full adapter prefix lora bitfit)
 
-run_method() {  # METHOD SEED
-  local m=$1 seed=$2 save=$WORK/ckpt/petl_$1_s$2
-  train "${SCRIPT[$m]}" "$save" "$PETL_UPDATES" DATA="$(data_dir "$target")" FINETUNE_FROM="$foundation" \
-    SEED="$seed" TASK_NAME="$target" ${VARS[$m]}
-  [[ "$m" == "full" || "$seed" != "${SEEDS[0]}" ]] || cp "$save/pieces.safetensors" "$OUT/petl/$m.safetensors"
-}
-
 evaluations=("$foundation" petl/foundation_zero_shot)
-for seed in "${SEEDS[@]}"; do
+for seed in "${SEEDS[@]}"; do  # one process per seed runs every method (run_queue)
+  queue=$(new_queue "petl_s$seed")
   for m in "${METHODS[@]}"; do
-    job "petl_${m}_s$seed" run_method "$m" "$seed"
+    train "${SCRIPT[$m]}" "$WORK/ckpt/petl_${m}_s$seed" "$PETL_UPDATES" QUEUE="$queue" DATA="$(data_dir "$target")" \
+      FINETUNE_FROM="$foundation" SEED="$seed" TASK_NAME="$target" ${VARS[$m]} > /dev/null
     evaluations+=("$WORK/ckpt/petl_${m}_s$seed/checkpoint_best.pt" "petl/$m/s$seed")
   done
+  job "petl_s$seed" run_queue "$queue"
 done
 wait_jobs
+for m in "${METHODS[@]:1}"; do cp "$WORK/ckpt/petl_${m}_s${SEEDS[0]}/pieces.safetensors" "$OUT/petl/$m.safetensors"; done
 job petl_evaluation evaluate_all "$target" "${evaluations[@]}"
 wait_jobs
 zero=$(json_field "$OUT/petl/foundation_zero_shot/summary.json" "acc@0.5")

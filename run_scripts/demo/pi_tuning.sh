@@ -42,25 +42,34 @@ data_of() { [[ "$1" == "$TARGET" ]] && echo "$low_dir" || data_dir "$1"; }
 ckpt_of() { echo "$WORK/ckpt/pi_s$2_$1"; }   # TASK SEED
 
 # --- 1. experts (adapter pieces on the frozen foundation); the target's expert on the low data
-train_expert() {  # TASK SEED
-  local save; save=$(ckpt_of "$1" "$2")
-  train train_refcoco_adapter.sh "$save" "$UPDATES" DATA="$(data_of "$1")" FINETUNE_FROM="$foundation" \
-    SEED="$2" TASK_NAME="$1" "${EXPERT_VARS[@]}"
-  mkdir -p "$pi/s$2/experts" && cp "$save/pieces.safetensors" "$pi/s$2/experts/$1.safetensors"
-}
 start=$SECONDS
-for seed in "${SEEDS[@]}"; do for v in "${SOURCES[@]}" "$TARGET"; do job "expert_${v}_s$seed" train_expert "$v" "$seed"; done; done
+for seed in "${SEEDS[@]}"; do  # one process per seed trains every task's expert (run_queue)
+  queue=$(new_queue "experts_s$seed")
+  for v in "${SOURCES[@]}" "$TARGET"; do
+    train train_refcoco_adapter.sh "$(ckpt_of "$v" "$seed")" "$UPDATES" QUEUE="$queue" DATA="$(data_of "$v")" \
+      FINETUNE_FROM="$foundation" SEED="$seed" TASK_NAME="$v" "${EXPERT_VARS[@]}" > /dev/null
+  done
+  job "experts_s$seed" run_queue "$queue"
+done
 wait_jobs
+for seed in "${SEEDS[@]}"; do
+  mkdir -p "$pi/s$seed/experts"
+  for v in "${SOURCES[@]}" "$TARGET"; do cp "$(ckpt_of "$v" "$seed")/pieces.safetensors" "$pi/s$seed/experts/$v.safetensors"; done
+done
 T[experts]=$((SECONDS - start))
 
 # --- 2. task embeddings and similarity
-embed() {  # TASK SEED
-  env DATA="$(data_of "$1")" BACKBONE="$foundation" EXPERT="$pi/s$2/experts/$1.safetensors" TASK_NAME="$1" \
-    OUT="$pi/s$2/task_emb/$1.safetensors" BATCH_SIZE=32 SEED="$2" MODE=eval MAX_SAMPLES="$EMB_SAMPLES" \
-    bash "$SCRIPTS/refcoco_task_emb.sh"
+embed() {  # SEED: every task's embedding in one process (refcoco_task_emb.sh takes lists)
+  local v data=() experts=() outs=() names=()
+  for v in "${SOURCES[@]}" "$TARGET"; do
+    data+=("$(data_of "$v")"); experts+=("$pi/s$1/experts/$v.safetensors"); outs+=("$pi/s$1/task_emb/$v.safetensors")
+    names+=("$v")
+  done
+  env DATA="${data[*]}" BACKBONE="$foundation" EXPERT="${experts[*]}" TASK_NAME="${names[*]}" OUT="${outs[*]}" \
+    BATCH_SIZE=32 SEED="$1" MODE=eval MAX_SAMPLES="$EMB_SAMPLES" bash "$SCRIPTS/refcoco_task_emb.sh"
 }
 start=$SECONDS
-for seed in "${SEEDS[@]}"; do for v in "${SOURCES[@]}" "$TARGET"; do job "emb_${v}_s$seed" embed "$v" "$seed"; done; done
+for seed in "${SEEDS[@]}"; do job "emb_s$seed" embed "$seed"; done
 wait_jobs
 for seed in "${SEEDS[@]}"; do
   embeddings=(); for v in "${SOURCES[@]}" "$TARGET"; do embeddings+=("$pi/s$seed/task_emb/$v.safetensors"); done

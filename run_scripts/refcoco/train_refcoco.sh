@@ -45,6 +45,8 @@ beam5='{"beam":5,"min_len":4,"max_len_a":0,"max_len_b":4}'
 : "${TENSORBOARD=$SAVE_DIR/tensorboard}"    # "" = no tensorboard logs
 : "${EXTRA=}"                               # more flags, e.g. PETL options (see train_refcoco_*.sh)
 : "${THEN_PIECES=}"                         # `ofa-pieces` arguments run after training, in the same process
+: "${QUEUE=}"                               # a file: append this run to it instead of running it (then
+                                            # `ofa-launch --commands QUEUE` runs every queued run in one process)
 
 if (( BATCH_SIZE * UPDATE_FREQ * NPROC != TOTAL_BATCH )); then
   echo "train_refcoco.sh: BATCH_SIZE=$BATCH_SIZE x UPDATE_FREQ=$UPDATE_FREQ x NPROC=$NPROC is not TOTAL_BATCH=$TOTAL_BATCH" >&2
@@ -72,7 +74,7 @@ launch=(--nproc "$NPROC")
 if [[ "$GPU" == "1" ]]; then launch+=(--gpu); args+=(--fp16 --fp16-scale-window 512); fi
 
 mkdir -p "$SAVE_DIR"
-ofa-launch "${launch[@]}" -- "$DATA" \
+run=("${launch[@]}" -- "$DATA" \
   --user-dir ofa_ext --task refcoco --arch "$ARCH" \
   --selected-cols 0,4,2,3 --max-src-length 80 --max-tgt-length 20 --num-bins "$NUM_BINS" --code-dict-size "$CODE_DICT_SIZE" \
   --patch-image-size "$PATCH_IMAGE_SIZE" --max-image-size "$MAX_IMAGE_SIZE" \
@@ -87,4 +89,10 @@ ofa-launch "${launch[@]}" -- "$DATA" \
   --save-interval-updates "$SAVE_INTERVAL_UPDATES" --validate-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates 1 --keep-best-checkpoints 1 \
   --no-epoch-checkpoints --fixed-validation-seed 7 --num-workers 0 \
   --log-format "$LOG_FORMAT" --log-interval "$LOG_INTERVAL" \
-  --save-dir "$SAVE_DIR" "${args[@]}" $EXTRA 2>&1 | tee "$SAVE_DIR/train.log"
+  --save-dir "$SAVE_DIR" "${args[@]}" $EXTRA)
+if [[ -n "$QUEUE" ]]; then  # one line of `ofa-launch --commands QUEUE`, which runs them all in one process
+  printf '%q ' "${run[@]}" >> "$QUEUE" && echo >> "$QUEUE"
+  echo "train_refcoco.sh: queued the run of $SAVE_DIR in $QUEUE"
+  exit 0
+fi
+ofa-launch "${run[@]}" 2>&1 | tee "$SAVE_DIR/train.log"
