@@ -109,6 +109,20 @@ def test_queued_runs_in_one_process_equal_their_own_processes(chain, tmp_path):
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got), method
 
 
+def test_readme_queue_example_runs(chain, tmp_path):
+    """README's QUEUE / `ofa-launch --commands` lines, as written, with the toy variables around them."""
+    from test_readme_commands import code_blocks
+
+    data, root, cwd, foundation, experts = chain
+    block = next(b for b in code_blocks("Several processes or GPUs") if any("--commands" in line for line in b))
+    env = toy_env(data, tmp_path / "unused", RESTORE=foundation, ADAPTER_DIM=8, LORA_R=4, W=tmp_path)
+    proc = subprocess.run(["bash", "-euc", "\n".join(block)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "run 2 of 2" in proc.stdout
+    assert (tmp_path / "adapter" / "pieces.safetensors").is_file() and (tmp_path / "lora" / "pieces.safetensors").is_file()
+
+
 def test_petl_scripts_export_pieces(chain):
     from ofa_ext.models.petl import read_piece_file
 
