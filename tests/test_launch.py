@@ -98,6 +98,26 @@ def test_commands_run_in_order_and_stop_at_the_first_failure(monkeypatch, tmp_pa
     assert "line 5 failed (exit 3); the runs after it did not start" in capsys.readouterr().err
 
 
+def test_a_run_that_exits_cleanly_does_not_stop_the_queue(monkeypatch, tmp_path, capsys):
+    from ofa_ext.cli import launch
+
+    ran = []
+
+    def fake_train(entry, args):
+        ran.append(args[0])
+        if args[0] == "exits":
+            raise SystemExit()  # sys.exit() without a status: success
+        if args[0] == "says":
+            raise SystemExit("launch: bad option --x")  # a message: one line, exit 2 (as in its own process)
+
+    monkeypatch.setattr(launch, "_run_entry", fake_train)
+    queue = tmp_path / "queue"
+    queue.write_text("-- exits\n-- says\n-- never\n")
+    assert launch.main(["--commands", str(queue)]) == 2 and ran == ["exits", "says"]
+    err = capsys.readouterr().err
+    assert err.count("bad option --x") == 1 and "line 2 failed (exit 2)" in err
+
+
 def test_reset_forgets_the_previous_runs_best_score():
     """Without it, a run whose best score is below the previous run's would never write checkpoint_best.pt."""
     from fairseq import checkpoint_utils

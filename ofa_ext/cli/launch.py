@@ -122,7 +122,7 @@ def read_commands(path: str) -> list[tuple[int, list[str]]]:
             lines = f.read().splitlines()
     except OSError as exc:
         raise SystemExit(f"ofa-launch: --commands {path}: {exc.strerror}")
-    commands = []
+    parser, commands = build_parser(), []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -132,7 +132,7 @@ def read_commands(path: str) -> list[tuple[int, list[str]]]:
         except ValueError as exc:
             raise SystemExit(f"{where}: {exc}; expected ofa-launch arguments as a shell would split them")
         try:
-            args = build_parser().parse_args(argv)
+            args = parser.parse_args(argv)
         except SystemExit:
             raise SystemExit(f"{where}: not ofa-launch arguments (see the usage above)") from None
         if args.nproc != 1 or args.commands or args.worker:
@@ -153,15 +153,21 @@ def run_commands(path: str) -> int:
         _reset_run_state()
         try:
             status = main(argv)
-        except SystemExit as exc:  # a failed run (fairseq and cli_entry report errors this way)
-            status = exc.code if isinstance(exc.code, int) else 1
-            if not isinstance(exc.code, int) and exc.code:
-                print(exc.code, file=sys.stderr)
+        except SystemExit as exc:  # how fairseq and cli_entry end a run; a message means a failure
+            status = _exit_status(exc.code)
         if status:
             print(f"ofa-launch: {path}, line {number} failed (exit {status}); the runs after it did not start",
                   file=sys.stderr)
             return status
     return 0
+
+
+def _exit_status(code) -> int:
+    """The status that ``sys.exit(code)`` gives a process: None is 0, a message is printed and is 1."""
+    if code is None or isinstance(code, int):
+        return code or 0
+    print(code, file=sys.stderr)
+    return 1
 
 
 def _reset_run_state() -> None:

@@ -91,7 +91,7 @@ run=("${launch[@]}" -- "$DATA" \
   --log-format "$LOG_FORMAT" --log-interval "$LOG_INTERVAL" \
   --save-dir "$SAVE_DIR" "${args[@]}" $EXTRA)
 if [[ -n "$QUEUE" ]]; then  # one line of `ofa-launch --commands QUEUE`, which runs them all in one process
-  printf '%q ' "${run[@]}" >> "$QUEUE" && echo >> "$QUEUE"
+  printf '%s\n' "$(printf '%q ' "${run[@]}")" >> "$QUEUE"  # one append: queued runs never interleave
   echo "train_refcoco.sh: queued the run of $SAVE_DIR in $QUEUE"
   exit 0
 fi
