@@ -12,7 +12,7 @@ import torch
 
 from ofa_ext.metrics.boxes import grounding_hits, true_iou
 from ofa_ext.utils import errors
-from ofa_ext.utils.checkpoint_files import atomic_copy, diagnose, repair_save_dir
+from ofa_ext.utils.checkpoint_files import atomic_copy, checkpoint_updates, diagnose, repair_save_dir
 
 
 def _iou_loop(p, g):
@@ -65,6 +65,17 @@ def test_truncated_last_without_a_source_is_an_error(tmp_path):
     (tmp_path / "checkpoint_last.pt").write_bytes(b"PK\x03\x04" + b"\0" * 50)
     with pytest.raises(ValueError, match="checkpoint_last.pt: the file is truncated.*no complete checkpoint"):
         repair_save_dir(tmp_path)
+
+
+def test_checkpoint_updates_reads_the_last_optimizer_history_entry(tmp_path):
+    state = {"model": {"w": torch.zeros(4)}, "optimizer_history": [{"num_updates": 4}, {"num_updates": 8}]}
+    torch.save(state, tmp_path / "zip.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save({"model": {}}, tmp_path / "no_history.pt")
+    (tmp_path / "torn.pt").write_bytes((tmp_path / "zip.pt").read_bytes()[:200])
+    assert checkpoint_updates(tmp_path / "zip.pt") == checkpoint_updates(tmp_path / "legacy.pt") == 8
+    assert checkpoint_updates(tmp_path / "no_history.pt") is None
+    assert checkpoint_updates(tmp_path / "torn.pt") is None and checkpoint_updates(tmp_path / "absent.pt") is None
 
 
 def test_atomic_copy_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):

@@ -75,3 +75,7 @@ def test_two_cpu_processes_equal_one_process(one_process, gunpoint, tmp_path):
     assert len(two) == UPDATES, log_two[-3000:]
     for a, b in zip(one, two):
         assert abs(a - b) <= 1e-5 * abs(a), (one, two)
+    last = (tmp_path / "ckpt" / "checkpoint_last.pt").read_bytes()
+    again = run_script(gunpoint, tmp_path / "ckpt", nproc=2, batch=4)  # both ranks take rank 0's way out
+    assert f"is at update {UPDATES}, --max-update is {UPDATES}: this run has finished" in again, again[-3000:]
+    assert not train_losses(again) and (tmp_path / "ckpt" / "checkpoint_last.pt").read_bytes() == last

@@ -152,3 +152,18 @@ def test_kill_and_resume_gives_the_uninterrupted_result(entry, data, reference, 
     print(f"{entry}: {kills} kills ({kinds.count('write')} at checkpoint writes, {kinds.count('timer')} timed), "
           f"{kills} resumes, {finished} runs finished, all identical to the uninterrupted run; "
           f"kills that left a torn checkpoint: {torn_seen}, repaired at start: {repaired}")
+
+
+@pytest.mark.parametrize("entry", ["fairseq-train", "ofa-train"])
+def test_rerunning_a_finished_run_changes_nothing(entry, data, reference, tmp_path):
+    """fairseq checks --max-update only after an update: a rerun would train update 9 and overwrite
+    the finished checkpoints. The task's start-up check ends such a rerun at once, status 0."""
+    save, log = tmp_path / "ckpt", tmp_path / "log.txt"
+    assert run(entry, train_args(data, save), log) == "done"
+    before = {p.name: p.read_bytes() for p in save.glob("checkpoint*.pt")}
+    assert run(entry, train_args(data, save), log) == "done"
+    assert {p.name: p.read_bytes() for p in save.glob("checkpoint*.pt")} == before
+    assert f"is at update {MAX_UPDATE}, --max-update is {MAX_UPDATE}: this run has finished" in log.read_text()
+    _check_finished(save, *reference[:2])
+    assert run(entry, [*train_args(data, save), "--max-update", str(MAX_UPDATE + 2)], log) == "done"
+    assert _state(save / "checkpoint_last.pt")["updates"] == MAX_UPDATE + 2  # a larger budget trains on

@@ -37,7 +37,6 @@ from typing import Dict, Optional
 
 import torch
 from fairseq.data import iterators
-from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import FairseqTask, register_task
@@ -46,13 +45,14 @@ from ..data.features import (CLASS_TABLE, FeatureCacheError, check_same_body, fe
                              read_table, table_path)
 from ..data.features_dataset import FeatureRows, split_batch, two_stream_batches
 from .dictionary_free import DictionaryFreeTask
+from .training_start import TrainingRunOptions, prepare_training_start
 
 logger = logging.getLogger(__name__)
 MODALITIES = ("cross_modal", "uni_modal")
 
 
 @dataclass
-class CrossmodalAdaptationConfig(FairseqDataclass):
+class CrossmodalAdaptationConfig(TrainingRunOptions):
     data: str = field(default="", metadata={"help": "folder written by ofa-extract-features"})
     shots: int = field(default=1, metadata={"help": "training samples per class (CoOp: 1, 2, 4, 8, 16); -1 = all"})
     seed: int = field(default=1, metadata={"help": "seed of the few-shot draw and of the batch orders"})
@@ -106,6 +106,7 @@ class CrossmodalAdaptationTask(DictionaryFreeTask, FairseqTask):
         text = read_table(path)
         if cfg.body is not None:
             check_same_body(path, text.header, cfg.body, cfg.layer)
+        prepare_training_start(cfg, kwargs)
         return cls(cfg, text)
 
     @property

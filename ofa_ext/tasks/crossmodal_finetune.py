@@ -21,18 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 from fairseq.tasks import FairseqTask, register_task
 
 from ..data.arrays import TARGETS, ArrayDataset, ArrayFileError, check_targets, read_npz
 from .dictionary_free import DictionaryFreeTask
+from .training_start import TrainingRunOptions, prepare_training_start
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CrossmodalFinetuneConfig(FairseqDataclass):
+class CrossmodalFinetuneConfig(TrainingRunOptions):
     data: str = field(default="", metadata={"help": "folder with {split}.npz files holding arrays x and y"})
     target: str = field(default="class", metadata={"help": "class | multilabel | regression | dense"})
     num_classes: int = field(default=0, metadata={
@@ -70,6 +70,7 @@ class CrossmodalFinetuneTask(DictionaryFreeTask, FairseqTask):
             raise ValueError(f"--num-classes {n_classes}: --target {cfg.target} needs at least {needed} (give "
                              "--num-classes, or a DATA/meta.json with n_classes)")
         check_targets(y, cfg.target, n_classes, path)
+        prepare_training_start(cfg, kwargs)
         return cls(cfg, x, y, n_classes)
 
     @staticmethod

@@ -6,17 +6,15 @@ but the last file (one file per epoch), every other split reads the last one.
 """
 
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
 from omegaconf import II
 
 from ..data.text import build_text_encoder
-from ..utils.checkpoint_files import check_training_start
+from .training_start import TrainingRunOptions, is_training_start, option, prepare_training_start
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +22,7 @@ TEXT_ENCODERS = ("gpt2", "sentencepiece")
 
 
 @dataclass
-class OFATaskConfig(FairseqDataclass):
+class OFATaskConfig(TrainingRunOptions):
     data: Optional[str] = field(
         default=None, metadata={"help": "a directory with {split}.tsv files, or OFA's comma list of TSV files"}
     )
@@ -46,12 +44,6 @@ class OFATaskConfig(FairseqDataclass):
     skip_bad_rows: bool = field(
         default=False, metadata={"help": "skip (and count) malformed TSV rows instead of stopping with an error"}
     )
-    # fairseq's own options, read (never set) so that a training start can check its files first
-    train_subset: str = II("dataset.train_subset")
-    save_dir: Optional[str] = II("checkpoint.save_dir")
-    restore_file: Optional[str] = II("checkpoint.restore_file")
-    finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
-    checkpoint_suffix: Optional[str] = II("checkpoint.checkpoint_suffix")
     file_order: bool = field(
         default=False,
         metadata={"help": "read training batches in file order, as OFA does (default: a new permutation of the "
@@ -61,42 +53,11 @@ class OFATaskConfig(FairseqDataclass):
     seed: int = II("common.seed")
 
 
-def _option(cfg, name: str, default=None):
-    """A fairseq option mirrored into the task config, or `default` outside a fairseq run."""
-    try:
-        value = getattr(cfg, name, default)
-    except Exception:  # an interpolation without the global config (task built on its own)
-        return default
-    return default if isinstance(value, str) and value.startswith("${") else value
-
-
 def check_data_folder(data: Optional[str]) -> None:
     """A DATA that is neither a comma list nor a .tsv file must be an existing folder."""
     if data and "," not in str(data) and Path(data).suffix != ".tsv" and not Path(data).exists():
         raise FileNotFoundError(f"data folder not found: {data} (DATA must be a folder of {{split}}.tsv files "
                                 "or a comma list of TSV files)")
-
-
-def _called_from_fairseq_train() -> bool:
-    """Whether fairseq's training `main` is on the call stack (fairseq-train, ofa-train, ofa-launch)."""
-    train = sys.modules.get("fairseq_cli.train")
-    code = getattr(getattr(train, "main", None), "__code__", None)
-    frame = sys._getframe(1)
-    while frame is not None and code is not None:
-        if frame.f_code is code:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def is_training_start(kwargs: dict) -> bool:
-    """fairseq's training loop setting up its task on the saving rank, not a checkpoint being loaded
-    for evaluation nor another command (task embedding) reusing the training options."""
-    if kwargs.get("from_checkpoint") or not _called_from_fairseq_train():
-        return False
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
 
 
 class OFATask(FairseqTask):
@@ -118,9 +79,7 @@ class OFATask(FairseqTask):
         )
         if is_training_start(kwargs):
             check_data_folder(cfg.data)
-        if is_training_start(kwargs) and _option(cfg, "save_dir"):
-            check_training_start(_option(cfg, "save_dir"), _option(cfg, "restore_file"),
-                                 _option(cfg, "finetune_from_model"), _option(cfg, "checkpoint_suffix") or "")
+        prepare_training_start(cfg, kwargs)
         return cls(cfg, dictionary, text_encoder)
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
@@ -128,7 +87,7 @@ class OFATask(FairseqTask):
         (default 8) drops a last batch of another size, which would leave validation rows unseen.
         With --file-order the training batches also stay in file order (fairseq shuffles the order
         of the batches every epoch, on top of the dataset's own order)."""
-        if dataset is not self.datasets.get(_option(self.cfg, "train_subset", "train")):
+        if dataset is not self.datasets.get(option(self.cfg, "train_subset", "train")):
             if len(args) >= 5:  # positional required_batch_size_multiple (fairseq passes keywords)
                 args = args[:4] + (1,) + args[5:]
             elif kwargs.get("required_batch_size_multiple", 1) != 1:

@@ -65,6 +65,24 @@ def diagnose(path: PathLike) -> Optional[str]:
             "nor a pickle (older torch))")
 
 
+def checkpoint_updates(path: PathLike) -> Optional[int]:
+    """The update count a complete fairseq checkpoint was saved at (None: no such file, incomplete,
+    or no optimizer history). Tensors are memory-mapped, not read: the cost is the pickled header."""
+    p = Path(path)
+    if diagnose(p) is not None:
+        return None
+    import torch
+
+    from . import safe_load  # noqa: F401  (fairseq's config classes for the safe loader)
+
+    with open(p, "rb") as f:
+        zipped = f.read(4) == _ZIP_MAGIC
+    state = torch.load(p, map_location="cpu", mmap=zipped, weights_only=True)
+    history = (state.get("optimizer_history") if isinstance(state, dict) else None) or [{}]
+    updates = history[-1].get("num_updates")
+    return int(updates) if updates is not None else None
+
+
 def check_checkpoint_file(path: PathLike, what: str = "checkpoint") -> None:
     """Raise :class:`CheckpointFileError` naming `what` (e.g. the option) unless `path` looks complete."""
     problem = diagnose(path)
