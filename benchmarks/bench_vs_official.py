@@ -19,7 +19,8 @@ Memory: peak RSS during the steps minus RSS after building (ru_maxrss), per proc
 Beam search: beam 5, exactly 4 generated tokens then eos (min_len = max_len_b = 4), no n-gram
 blocking, no vocabulary constraint on either side (the official generator's constraint normalises
 differently), each side with its own generator (fairseq's for us, OFA's models/sequence_generator.py).
-The last line printed is one JSON object.
+`--resnet-layout channels_last` times our side with the channels-last trunk (the official one is
+contiguous). The last line printed is one JSON object.
 """
 
 import argparse
@@ -66,7 +67,8 @@ def build_ours(arch: str):
     import ofa_ext  # noqa: F401
     from ofa_ext.models.registered import OFAFairseqModel, to_ofa_config
 
-    cfg = to_ofa_config({"_name": arch, **TRAIN_RATES}, script_flags=True)
+    layout = os.environ.get("BENCH_RESNET_LAYOUT", "contiguous")  # --resnet-layout of the parent
+    cfg = to_ofa_config({"_name": arch, **TRAIN_RATES, "resnet_layout": layout}, script_flags=True)
     d = _dictionary()
     return OFAFairseqModel.build_from_config(cfg, d), d
 
@@ -261,6 +263,8 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds per case (ofa_base: ~10 s a step)")
     p.add_argument("--steps-per-round", type=int, default=3,
                    help="steps per side and round; the round's time is the fastest (robust to other jobs' bursts)")
+    p.add_argument("--resnet-layout", default="contiguous", choices=["contiguous", "channels_last", "auto"],
+                   help="our trunk's --resnet-layout (the official code is contiguous)")
     p.add_argument("--child", nargs=4, metavar=("SIDE", "ARCH", "KIND", "WORK"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", nargs=2, metavar=("ARCH", "WORK"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -278,7 +282,7 @@ def main(argv=None) -> None:
     unknown = set(args.cases.split(",")) - set(CASES)
     if unknown:
         p.error(f"--cases: unknown {sorted(unknown)}; expected some of {sorted(CASES)}")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", BENCH_RESNET_LAYOUT=args.resnet_layout,
                PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
     results = []
     with tempfile.TemporaryDirectory() as work:
@@ -286,7 +290,8 @@ def main(argv=None) -> None:
             results.append(run_case(name, args.rounds, args.steps_per_round, work, os.path.abspath(args.ofa_root), env))
     print(json.dumps({"benchmark": "bench_vs_official", "batch": BATCH, "image": IMAGE, "src_len": SRC_LEN,
                       "tgt_len": TGT_LEN, "threads": 1, "timer": "process_time, fastest of --steps-per-round",
-                      "steps_per_round": args.steps_per_round, "results": results}))
+                      "steps_per_round": args.steps_per_round, "resnet_layout": args.resnet_layout,
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -215,6 +215,16 @@ def test_fairseq_arch_gives_official_model():
     assert not cfg.model.scale_attn and cfg.model.encoder_layers == 2 and len(model.encoder.layers) == 2
 
 
+def test_resnet_layout_option_reaches_the_trunk(capsys):
+    model, _ = _fairseq_build(["--arch", "ofa_tiny"])
+    assert model.encoder.embed_images.layout == "contiguous"  # OFA's layout unless asked
+    model, cfg = _fairseq_build(["--arch", "ofa_tiny", "--resnet-layout", "channels_last"])
+    assert cfg.model.resnet_layout == "channels_last" and model.encoder.embed_images.layout == "channels_last"
+    with pytest.raises(SystemExit):
+        _fairseq_build(["--arch", "ofa_tiny", "--resnet-layout", "nhwc"])
+    assert "--resnet-layout: invalid choice: 'nhwc'" in capsys.readouterr().err
+
+
 def test_registration_is_idempotent():
     """Registering again, re-executing the module and importing the user dir twice change nothing:
     every arch still builds the official key set through fairseq, from the first registered class."""

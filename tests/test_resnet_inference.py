@@ -1,5 +1,5 @@
 """The trunk's inference path (batch norm folded into the convolutions, channels-last max pooling)
-against the module path.
+against the module path, and the channels-last layout (`--resnet-layout`) against the default one.
 
 Eval mode with autograd on runs every batch norm as a module (the reference); eval mode under
 ``torch.no_grad`` folds them into the convolutions. Both must agree to float rounding, with
@@ -105,7 +105,9 @@ def test_channels_last_inference_equals_contiguous():
 def test_auto_layout_is_channels_last_on_the_cpu_only_outside_torch_func():
     net = _trunk()
     x = torch.randn(1, 3, 32, 32)
-    assert net.layout == "auto" and net.channels_last_for(x)
+    assert net.layout == "contiguous" and not net.channels_last_for(x)  # the default: OFA's layout
+    set_trunk_layout(net, "auto")
+    assert net.channels_last_for(x)
     seen = []
     torch.func.vmap(lambda row: seen.append(net.channels_last_for(row[None])) or row)(x)
     assert seen == [False]

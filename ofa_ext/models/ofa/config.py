@@ -10,7 +10,9 @@ gets these dataclass defaults, which is what an old file was trained with.
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
-from fairseq.dataclass import FairseqDataclass
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+from .resnet import TRUNK_LAYOUTS
 
 
 def _f(default: Any, help: str):
@@ -59,6 +61,9 @@ class OFABackboneConfig(FairseqDataclass):
     relu_dropout: float = _f(0.0, "legacy name of activation_dropout")
     activation_fn: str = _f("gelu", "FFN activation (OFA: gelu, computed in fp32)")
     resnet_drop_path_rate: float = _f(0.0, "drop-path rate inside the ResNet trunk")
+    resnet_layout: ChoiceEnum(TRUNK_LAYOUTS) = _f(
+        "contiguous", "activation layout of the ResNet trunk: contiguous (torch's default, as OFA), channels_last "
+        "(a trunk step 12 to 16 percent faster on the CPU, float sums in another order), auto (channels_last on the CPU)")
     encoder_drop_path_rate: float = _f(0.0, "max drop-path rate of encoder layers (linear over depth)")
     decoder_drop_path_rate: float = _f(0.0, "max drop-path rate of decoder layers (linear over depth)")
     encoder_layerdrop: float = _f(0.0, "LayerDrop for encoder layers (unsupported; must be 0)")

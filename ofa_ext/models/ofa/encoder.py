@@ -13,7 +13,7 @@ from .drop_path import linear_rates
 from .position_bias import abs_position_bias, encoder_rel_bias, encoder_rel_index, image_buckets
 from .layers import EncoderLayer
 from .positions import image_position_ids, num_image_relative_buckets, register_bucket_buffers
-from .resnet import build_resnet
+from .resnet import build_resnet, set_trunk_layout
 
 
 def _ln(enabled: bool, dim: int) -> Optional[nn.LayerNorm]:
@@ -41,6 +41,7 @@ class OFAEncoder(FairseqEncoder):
         self.layernorm_embedding = _ln(cfg.layernorm_embedding, C)
         self.type_embedding = nn.Embedding(2, C) if cfg.add_type_embedding else None
         self.embed_images = build_resnet(cfg.resnet_type, cfg.resnet_drop_path_rate)
+        set_trunk_layout(self.embed_images, getattr(cfg, "resnet_layout", "contiguous"))
         self.image_proj = nn.Linear(self.embed_images.out_channels, C)
         self.patch_layernorm_embedding = _ln(cfg.patch_layernorm_embedding, C)
         self.embed_positions = nn.Embedding(cfg.max_source_positions + 2, C)

@@ -29,9 +29,10 @@ RESNET_DEPTHS: dict[str, tuple[int, int, int]] = {
 # Base width (stem channels, planes of layer1); the official trunks use 64.
 RESNET_WIDTHS: dict[str, int] = {"resnet_nano": 16}
 EXPANSION = 4
-# How the trunk lays its activations out: "auto" is channels-last on the CPU (outside torch.func
-# transforms, which have no channels-last layout) and torch's default elsewhere.
-TRUNK_LAYOUTS = ("auto", "contiguous", "channels_last")
+# How the trunk lays its activations out (`--resnet-layout`, set_trunk_layout): "contiguous" is torch's
+# default and OFA's; "channels_last" is faster on the CPU; "auto" is channels-last on the CPU (outside
+# torch.func transforms, which have no channels-last layout) and contiguous elsewhere.
+TRUNK_LAYOUTS = ("contiguous", "channels_last", "auto")
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias, conv: nn.Conv2d, stride) -> torch.Tensor:
@@ -105,7 +106,7 @@ class ResNetTrunk(nn.Module):
         if len(depths) != 3:
             raise ValueError(f"OFA's trunk has 3 stages; got block counts {list(depths)}")
         self.out_channels = 4 * width * EXPANSION
-        self.layout = "auto"
+        self.layout = "contiguous"
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -139,9 +140,10 @@ class ResNetTrunk(nn.Module):
         return x.contiguous() if channels_last else x
 
     def channels_last_for(self, images: torch.Tensor) -> bool:
-        """Whether this forward runs channels-last (``layout``, see TRUNK_LAYOUTS). On the CPU a step
-        of the trunk is ~15 % faster so: the 3×3 convolutions take oneDNN's channels-last kernels and
-        the 1×1 ones become matrix products (``_conv``)."""
+        """Whether this forward runs channels-last (``layout``, see TRUNK_LAYOUTS). On the CPU a training
+        step of the trunk is 12–16 % faster so: the 3×3 convolutions take oneDNN's channels-last kernels
+        and the 1×1 ones become matrix products (``_conv``). Not the default: the sums are rounded in
+        another order, and a model trained from scratch ends elsewhere (benchmarks/RESULTS.md)."""
         if self.layout == "auto":
             return images.device.type == "cpu" and not torch._C._functorch.is_functorch_wrapped_tensor(images)
         return self.layout == "channels_last"
