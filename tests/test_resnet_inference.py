@@ -102,7 +102,7 @@ def test_channels_last_inference_equals_contiguous():
     assert out.is_contiguous() and _close(out, reference, 1e-5)
 
 
-def test_auto_layout_is_channels_last_on_the_cpu_only_outside_torch_func():
+def test_layout_choice_by_option_device_and_torch_func():
     net = _trunk()
     x = torch.randn(1, 3, 32, 32)
     assert net.layout == "contiguous" and not net.channels_last_for(x)  # the default: OFA's layout
@@ -110,7 +110,9 @@ def test_auto_layout_is_channels_last_on_the_cpu_only_outside_torch_func():
     assert net.channels_last_for(x)
     seen = []
     torch.func.vmap(lambda row: seen.append(net.channels_last_for(row[None])) or row)(x)
-    assert seen == [False]
+    set_trunk_layout(net, "channels_last")
+    torch.func.vmap(lambda row: seen.append(net.channels_last_for(row[None])) or row)(x)
+    assert seen == [False, False] and net.channels_last_for(x)
     set_trunk_layout(net, "contiguous")
     assert not net.channels_last_for(x)
 

@@ -30,8 +30,8 @@ RESNET_DEPTHS: dict[str, tuple[int, int, int]] = {
 RESNET_WIDTHS: dict[str, int] = {"resnet_nano": 16}
 EXPANSION = 4
 # How the trunk lays its activations out (`--resnet-layout`, set_trunk_layout): "contiguous" is torch's
-# default and OFA's; "channels_last" is faster on the CPU; "auto" is channels-last on the CPU (outside
-# torch.func transforms, which have no channels-last layout) and contiguous elsewhere.
+# default and OFA's; "channels_last" is faster on the CPU; "auto" is channels-last on the CPU and
+# contiguous elsewhere. Inside torch.func transforms (no channels-last layout there) it is contiguous.
 TRUNK_LAYOUTS = ("contiguous", "channels_last", "auto")
 
 
@@ -144,9 +144,9 @@ class ResNetTrunk(nn.Module):
         step of the trunk is 12–16 % faster so: the 3×3 convolutions take oneDNN's channels-last kernels
         and the 1×1 ones become matrix products (``_conv``). Not the default: the sums are rounded in
         another order, and a model trained from scratch ends elsewhere (benchmarks/RESULTS.md)."""
-        if self.layout == "auto":
-            return images.device.type == "cpu" and not torch._C._functorch.is_functorch_wrapped_tensor(images)
-        return self.layout == "channels_last"
+        if torch._C._functorch.is_functorch_wrapped_tensor(images):
+            return False  # torch.func transforms have no channels-last layout
+        return self.layout == "channels_last" or (self.layout == "auto" and images.device.type == "cpu")
 
     def _max_pool(self, x: torch.Tensor) -> torch.Tensor:
         """In pure inference on the CPU, max pooling runs channels-last: the same maxima, ~3x faster
