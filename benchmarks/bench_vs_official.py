@@ -263,7 +263,9 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds per case (ofa_base: ~10 s a step)")
     p.add_argument("--steps-per-round", type=int, default=3,
                    help="steps per side and round; the round's time is the fastest (robust to other jobs' bursts)")
-    p.add_argument("--resnet-layout", default="contiguous", choices=["contiguous", "channels_last", "auto"],
+    from ofa_ext.models.ofa.resnet import TRUNK_LAYOUTS
+
+    p.add_argument("--resnet-layout", default="contiguous", choices=TRUNK_LAYOUTS,
                    help="our trunk's --resnet-layout (the official code is contiguous)")
     p.add_argument("--child", nargs=4, metavar=("SIDE", "ARCH", "KIND", "WORK"), help=argparse.SUPPRESS)
     p.add_argument("--prepare", nargs=2, metavar=("ARCH", "WORK"), help=argparse.SUPPRESS)

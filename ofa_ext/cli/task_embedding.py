@@ -48,6 +48,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
+from ..utils.distributed import leave_process_group
 from ..utils.errors import cli_entry
 
 logger = logging.getLogger("ofa_ext.task_embedding")
@@ -275,11 +276,7 @@ def run(args: argparse.Namespace) -> Optional[Path]:
         print(f"task embedding {name}: {len(est.fisher)} tensors, {est.n_samples} samples of {meta['split_rows']} rows"
               f"{skipped} in {est.n_batches} batches ({est.estimator}, {est.mode} mode, {world} process(es)), "
               f"sum {total:.6g} -> {written}")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_process_group()
     return written
 
 

@@ -20,6 +20,7 @@ from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
 from ..utils.checkpoint_files import check_training_start, checkpoint_updates
+from ..utils.distributed import leave_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +93,6 @@ def _from_rank0(value):
     return box[0]
 
 
-def _leave_process_group() -> None:
-    """Wait for every rank, then close the process group: fairseq ends a run with a barrier, and a
-    rank that exits while a peer still holds the gloo connections can abort it (SIGABRT)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def prepare_training_start(cfg, kwargs: dict) -> None:
     """At a training start: repair the save folder, check the file the run starts from, and end the
     run (status 0) when its checkpoint_last.pt already finished the update budget."""
@@ -117,5 +108,5 @@ def prepare_training_start(cfg, kwargs: dict) -> None:
         logger.warning("%s/checkpoint_last.pt is at update %d, --max-update is %d: this run has finished, nothing "
                        "to do (raise --max-update to train on, or use another --save-dir)",
                        option(cfg, "save_dir"), finished, option(cfg, "max_update"))
-        _leave_process_group()
+        leave_process_group()  # the barrier fairseq would have run at the end of the run
         raise SystemExit(0)

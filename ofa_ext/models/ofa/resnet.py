@@ -37,8 +37,9 @@ TRUNK_LAYOUTS = ("contiguous", "channels_last", "auto")
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias, conv: nn.Conv2d, stride) -> torch.Tensor:
     """``conv`` with these weights. An unstrided 1×1 convolution of a channels-last input is a matrix
-    product over the pixels, one GEMM whose backward is two more: on the CPU several times faster than
-    torch's convolution kernel for 1×1 (forward and backward alike), the same products."""
+    product over the pixels, one GEMM whose backward is two more (the same products): on the CPU it
+    replaces torch's slow NCHW kernel for 1×1; with oneDNN's channels-last 3×3 kernels it makes the
+    channels-last trunk's 12–16 % gain."""
     one_by_one = conv.kernel_size == (1, 1) and tuple(stride) == (1, 1) and conv.padding == (0, 0)
     if one_by_one and conv.groups == 1 and x.dim() == 4 and x.stride(1) == 1:
         return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
